@@ -1,0 +1,59 @@
+"""The task registry: every task a study can name, by name."""
+from __future__ import annotations
+
+import difflib
+
+from tasks import synthetic
+from tasks.base import TaskSpec
+
+NONE = "none"  # the intermediate-task choice that skips phase 2 (the paper's baseline)
+
+_NLI_LABELS = ("entailment", "neutral", "contradiction")
+_NER_LABELS = ("O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG")
+
+TASKS: dict[str, TaskSpec] = {}
+
+
+def register(task: TaskSpec) -> TaskSpec:
+    if task.name in TASKS or task.name == NONE:
+        raise ValueError(f"task {task.name!r} is already registered")
+    TASKS[task.name] = task
+    return task
+
+
+register(TaskSpec(
+    name="synthetic_xnli", kind="classification", languages=synthetic.LANGUAGES, labels=_NLI_LABELS,
+    metric="accuracy", loader=synthetic.synthetic_loader("nli", "xnli"), max_length=64,
+    description="Synthetic XNLI-like sentence-pair NLI in 4 synthetic languages (embedded default).",
+))
+register(TaskSpec(
+    name="synthetic_panx", kind="tagging", languages=synthetic.LANGUAGES, labels=_NER_LABELS,
+    metric="f1", loader=synthetic.synthetic_loader("ner", "panx"), max_length=64,
+    description="Synthetic PAN-X-like IOB2 NER in 4 synthetic languages (embedded default).",
+))
+register(TaskSpec(
+    name="synthetic_mnli", kind="classification", languages=("en",), labels=_NLI_LABELS,
+    metric="accuracy", loader=synthetic.synthetic_loader("nli", "mnli"), max_length=64,
+    description="Synthetic English MNLI-like intermediate task (embedded default).",
+))
+register(TaskSpec(
+    name="synthetic_qqp", kind="classification", languages=("en",), labels=("not_duplicate", "duplicate"),
+    metric="accuracy", loader=synthetic.synthetic_loader("paraphrase", "qqp"), max_length=64,
+    description="Synthetic English QQP-like paraphrase intermediate task (embedded default).",
+))
+
+
+class UnknownTaskError(KeyError):
+    def __str__(self) -> str:  # KeyError quotes its message; we want the plain sentence
+        return self.args[0]
+
+
+def get_task(name: str) -> TaskSpec:
+    try:
+        return TASKS[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, list(TASKS), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise UnknownTaskError(
+            f"unknown task {name!r}: {hint}known tasks: {', '.join(sorted(TASKS))}"
+        ) from None

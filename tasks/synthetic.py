@@ -1,0 +1,169 @@
+"""Synthetic multilingual tasks for the embedded default: generated on the fly, learnable, offline.
+
+Four synthetic languages share one grammar and one set of concepts but differ in how much of
+their vocabulary they share with English and in word order, so zero-shot transfer has something
+to measure:
+  en    the source language (real English words);
+  near  70 % of content words identical to English, SVO like English;
+  mid   30 % identical, SVO;
+  far   no content word shared, SOV (the verb moves to the end).
+Proper names (people, places, organisations) are the same strings in every language, as on
+Wikipedia, which is what lets a tagger transfer.
+
+Tasks (all generated from a seed, so every process regenerates exactly the same examples):
+  synthetic_xnli   target, sentence-pair NLI (entailment / neutral / contradiction)
+  synthetic_panx   target, IOB2 NER tagging (PER / LOC / ORG)
+  synthetic_mnli   intermediate, English NLI from other sentences than synthetic_xnli
+  synthetic_qqp    intermediate, English paraphrase detection (duplicate / not_duplicate)
+"""
+from __future__ import annotations
+
+import hashlib
+import random
+
+from tasks.base import DataOptions, PairExample, TaggingExample
+
+LANGUAGES = ("en", "near", "mid", "far")
+_SHARED_FRACTION = {"en": 1.0, "near": 0.7, "mid": 0.3, "far": 0.0}
+_VERB_FINAL = {"far"}
+
+NOUNS = (
+    "dog cat house river book car tree city child teacher bird garden letter window table road "
+    "mountain song doctor farmer boat bridge school market apple horse flower village student king"
+).split()
+VERBS = "sees finds likes paints builds buys reads visits cleans carries opens follows".split()
+ADJECTIVES = "big small old new red green happy quiet bright dark".split()
+FUNCTION_WORDS = {"the": "the", "not": "not", "in": "in", "for": "for", "with": "with", "and": "and"}
+PERSONS_FIRST = "Maria Ahmed Kenji Olga Pedro Amara Lukas Mei Tomas Zainab Ivan Sofia".split()
+PERSONS_LAST = "Silva Tanaka Novak Okafor Berg Rossi Kim Haddad Larsen Mendes".split()
+LOCATIONS = ["Lagos", "Kyoto", "Lima", "Oslo", "Cairo", "Porto Alegre", "New Delhi", "Quito", "Riga", "San Jose"]
+ORGS = ["Acme Bank", "Nordic Air", "Sun Foods", "Delta Labs", "Orion Motors", "Blue Radio"]
+PERSON_VERBS = "visits lives works travels arrives".split()
+
+
+def _pseudo_word(word: str, language: str) -> str:
+    """A stable made-up word for `word` in `language` (same in every process: hash, not RNG)."""
+    digest = hashlib.sha256(f"{language}:{word}".encode()).digest()
+    consonants, vowels = "bdfgklmnprstvz", "aeiou"
+    syllables = 2 + digest[0] % 2
+    return "".join(consonants[digest[1 + 2 * i] % 14] + vowels[digest[2 + 2 * i] % 5] for i in range(syllables))
+
+
+def _lexicon(language: str) -> dict[str, str]:
+    shared = _SHARED_FRACTION[language]
+    lexicon = {}
+    for word in NOUNS + VERBS + ADJECTIVES + list(FUNCTION_WORDS) + PERSON_VERBS:
+        # Whether a word is shared is a stable property of (language, word).
+        keep = int(hashlib.sha256(f"share:{language}:{word}".encode()).hexdigest(), 16) % 1000 < shared * 1000
+        lexicon[word] = word if keep else _pseudo_word(word, language)
+    return lexicon
+
+
+_LEXICONS = {language: _lexicon(language) for language in LANGUAGES}
+
+
+def _render(words: list[str], language: str) -> str:
+    lexicon = _LEXICONS[language]
+    return " ".join(lexicon.get(w, w) for w in words)
+
+
+def _clause(rng: random.Random, language: str, subject, verb, obj, negated=False) -> list[str]:
+    """subject/obj are word lists (noun phrases); word order depends on the language."""
+    verb_group = (["not"] if negated else []) + [verb]
+    if language in _VERB_FINAL:
+        return subject + obj + verb_group
+    return subject + verb_group + obj
+
+
+def _noun_phrase(rng: random.Random, noun: str, adjective: str | None) -> list[str]:
+    return ["the"] + ([adjective] if adjective else []) + [noun]
+
+
+def _nli_example(rng: random.Random, language: str) -> PairExample:
+    subject, obj = rng.sample(NOUNS, 2)
+    verb = rng.choice(VERBS)
+    adjective = rng.choice(ADJECTIVES)
+    premise = _clause(rng, language, _noun_phrase(rng, subject, None), verb, _noun_phrase(rng, obj, adjective))
+    label = rng.choice(("entailment", "neutral", "contradiction"))
+    if label == "entailment":  # drop the adjective: still true
+        hypothesis = _clause(rng, language, _noun_phrase(rng, subject, None), verb, _noun_phrase(rng, obj, None))
+    elif label == "contradiction":  # negate the same statement
+        hypothesis = _clause(rng, language, _noun_phrase(rng, subject, None), verb, _noun_phrase(rng, obj, None), negated=True)
+    else:  # about another object: may or may not hold
+        other = rng.choice([n for n in NOUNS if n not in (subject, obj)])
+        hypothesis = _clause(rng, language, _noun_phrase(rng, subject, None), verb, _noun_phrase(rng, other, None))
+    return PairExample(_render(premise, language), _render(hypothesis, language), label)
+
+
+def _paraphrase_example(rng: random.Random, language: str) -> PairExample:
+    subject, obj = rng.sample(NOUNS, 2)
+    verb = rng.choice(VERBS)
+    adjective = rng.choice(ADJECTIVES)
+    first = _clause(rng, language, _noun_phrase(rng, subject, adjective), verb, _noun_phrase(rng, obj, None))
+    if rng.random() < 0.5:
+        label = "duplicate"  # the same statement, the adjective moved into a second sentence
+        second = _clause(rng, language, _noun_phrase(rng, subject, None), verb, _noun_phrase(rng, obj, None))
+        second = second + ["and"] + ["the", subject] + [adjective]
+    else:
+        label = "not_duplicate"  # subject and object swapped: same words, another meaning
+        second = _clause(rng, language, _noun_phrase(rng, obj, adjective), verb, _noun_phrase(rng, subject, None))
+    return PairExample(_render(first, language), _render(second, language), label)
+
+
+def _entity(rng: random.Random) -> tuple[list[str], str]:
+    kind = rng.choice(("PER", "LOC", "ORG"))
+    if kind == "PER":
+        return [rng.choice(PERSONS_FIRST), rng.choice(PERSONS_LAST)], kind
+    if kind == "LOC":
+        return rng.choice(LOCATIONS).split(), kind
+    return rng.choice(ORGS).split(), kind
+
+
+def _ner_example(rng: random.Random, language: str) -> TaggingExample:
+    lexicon = _LEXICONS[language]
+    entity, kind = _entity(rng)
+    place, _ = rng.choice(LOCATIONS).split(), "LOC"
+    noun = rng.choice(NOUNS)
+    verb = rng.choice(PERSON_VERBS)
+    # "<entity> <verb> in <place> with the <noun>", verb last in SOV languages
+    parts: list[tuple[list[str], str]] = [(entity, kind)]
+    rest = [(["in"], "O"), (place, "LOC"), (["with", "the", noun], "O")]
+    parts += rest + [([verb], "O")] if language in _VERB_FINAL else [([verb], "O")] + rest
+    tokens, tags = [], []
+    for words, tag in parts:
+        for i, word in enumerate(words):
+            tokens.append(lexicon.get(word, word) if tag == "O" else word)
+            tags.append("O" if tag == "O" else ("B-" if i == 0 else "I-") + tag)
+    return TaggingExample(tuple(tokens), tuple(tags))
+
+
+_GENERATORS = {"nli": _nli_example, "paraphrase": _paraphrase_example, "ner": _ner_example}
+_SIZES = {"train": 1200, "dev": 300}
+
+
+def synthetic_loader(generator: str, salt: str):
+    """A TaskSpec loader for one generator; `salt` keeps tasks of one generator apart."""
+
+    def load(split: str, language: str, options: DataOptions) -> list:
+        seed = f"{salt}:{generator}:{split}:{language}:{options.seed}"
+        rng = random.Random(int(hashlib.sha256(seed.encode()).hexdigest(), 16))
+        size = _SIZES[split] if options.max_examples is None else min(_SIZES[split], options.max_examples)
+        return [_GENERATORS[generator](rng, language) for _ in range(size)]
+
+    return load
+
+
+def corpus(sentences_per_language: int = 2000, seed: int = 0) -> list[str]:
+    """Unlabelled multilingual text from all generators: for the tokenizer and MLM pre-training."""
+    rng = random.Random(seed)
+    lines = []
+    for language in LANGUAGES:
+        for i in range(sentences_per_language):
+            kind = ("nli", "paraphrase", "ner")[i % 3]
+            example = _GENERATORS[kind](rng, language)
+            if isinstance(example, TaggingExample):
+                lines.append(" ".join(example.tokens))
+            else:
+                lines.append(example.text_a)
+                lines.append(example.text_b)
+    return lines
