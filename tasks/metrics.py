@@ -4,8 +4,12 @@ All scores are percentages (0-100), as the XTREME scorer reports them.
 """
 from __future__ import annotations
 
+import re
+import string
+import unicodedata
 import warnings
-from typing import Sequence
+from collections import Counter
+from typing import Callable, Iterable, Optional, Sequence
 
 from seqeval.metrics import f1_score, precision_score, recall_score
 
@@ -37,3 +41,149 @@ def tagging_prf(predictions: Sequence[Sequence[str]], labels: Sequence[Sequence[
             "recall": 100.0 * float(recall_score(gold, pred, zero_division=0)),
             "f1": 100.0 * float(f1_score(gold, pred, zero_division=0)),
         }
+
+
+# ---------------------------------------------------------------------------------------------
+# Extractive QA: SQuAD v1.1 (XQuAD, TyDiQA-GoldP) and MLQA exact match / token F1.
+#
+# Both follow the official scorers' normalisation step by step (lower-case, delete punctuation,
+# replace articles by a space, tokenise) so that `xstilts evaluate` reproduces XTREME's numbers.
+# Articles are matched as whole words with `re`'s Unicode-aware \b, as the official scripts do.
+# ---------------------------------------------------------------------------------------------
+
+_ASCII_PUNCTUATION = frozenset(string.punctuation)  # the 32 ASCII punctuation characters
+_SQUAD_ARTICLES = re.compile(r"\b(?:a|an|the)\b")
+
+# MLQA's articles per answer language; ar and the languages with None are handled separately.
+_MLQA_ARTICLES: dict[str, re.Pattern[str] | None] = {
+    "en": _SQUAD_ARTICLES,
+    "es": re.compile(r"\b(?:un|una|unos|unas|el|la|los|las)\b"),
+    "de": re.compile(r"\b(?:ein|eine|einen|einem|eines|einer|der|die|das|den|dem|des)\b"),
+    "vi": re.compile(r"\b(?:của|là|cái|chiếc|những)\b"),
+    "ar": None,  # every occurrence of the letter pair "ال" (also inside words) becomes a space
+    "hi": None,  # no articles
+    "zh": None,  # no articles
+}
+MLQA_LANGUAGES: tuple[str, ...] = ("en", "es", "de", "ar", "hi", "vi", "zh")
+_ARABIC_AL = "\u0627\u0644"  # ال
+_CJK = re.compile("([\u4e00-\u9fa5])")  # the CJK range MLQA's mixed segmentation splits per char
+
+
+def _squad_tokens(text: str) -> list[str]:
+    text = "".join(ch for ch in text.lower() if ch not in _ASCII_PUNCTUATION)
+    return _SQUAD_ARTICLES.sub(" ", text).split()
+
+
+def normalize_squad_answer(text: str) -> str:
+    """SQuAD v1.1 normalisation (English rules, used for every XQuAD/TyDiQA language):
+    lower-case; delete the 32 characters of `string.punctuation` (e-mail -> email); replace the
+    whole words a/an/the with a space; collapse whitespace. Returns the tokens joined by one space."""
+    return " ".join(_squad_tokens(text))
+
+
+def _is_mlqa_punctuation(ch: str) -> bool:
+    return ch in _ASCII_PUNCTUATION or unicodedata.category(ch).startswith("P")
+
+
+def _mlqa_tokens(text: str, lang: str) -> list[str]:
+    if lang not in _MLQA_ARTICLES:
+        raise ValueError(f"MLQA normalisation has no rules for language {lang!r}; known: {', '.join(MLQA_LANGUAGES)}")
+    text = "".join(ch for ch in text.lower() if not _is_mlqa_punctuation(ch))
+    if lang == "ar":
+        text = text.replace(_ARABIC_AL, " ")
+    elif _MLQA_ARTICLES[lang] is not None:
+        text = _MLQA_ARTICLES[lang].sub(" ", text)
+    if lang == "zh":  # mixed segmentation: each CJK character is a token, the rest split on whitespace
+        text = _CJK.sub(r" \1 ", text)
+    return text.split()
+
+
+def normalize_mlqa_answer(text: str, lang: str) -> str:
+    """MLQA normalisation for answer language `lang` (en es de ar hi vi zh): lower-case; delete
+    every Unicode punctuation character (category P*) and the ASCII `string.punctuation`; replace
+    the language's whole-word articles with a space (ar: every "ال", even inside a word); tokenise
+    on whitespace, zh with mixed segmentation (each U+4E00-U+9FA5 character its own token)."""
+    return " ".join(_mlqa_tokens(text, lang))
+
+
+def _token_f1(prediction_tokens: Sequence[str], reference_tokens: Sequence[str]) -> float:
+    shared = sum((Counter(prediction_tokens) & Counter(reference_tokens)).values())
+    if shared == 0:  # also when both are empty
+        return 0.0
+    # Same operation order as the official scripts, so results agree to the last bit.
+    precision = 1.0 * shared / len(prediction_tokens)
+    recall = 1.0 * shared / len(reference_tokens)
+    return (2 * precision * recall) / (precision + recall)
+
+
+def squad_exact_match(prediction: str, reference: str) -> bool:
+    return _squad_tokens(prediction) == _squad_tokens(reference)
+
+
+def squad_f1(prediction: str, reference: str) -> float:
+    """Token F1 (0-1) of the normalised answers; 0 when they share no token (also both empty)."""
+    return _token_f1(_squad_tokens(prediction), _squad_tokens(reference))
+
+
+def mlqa_exact_match(prediction: str, reference: str, lang: str) -> bool:
+    return _mlqa_tokens(prediction, lang) == _mlqa_tokens(reference, lang)
+
+
+def mlqa_f1(prediction: str, reference: str, lang: str) -> float:
+    return _token_f1(_mlqa_tokens(prediction, lang), _mlqa_tokens(reference, lang))
+
+
+# One question: (its reference answers, the predicted answer or None when the id was not predicted).
+QAQuestion = tuple[Sequence[str], Optional[str]]
+
+
+def _qa_em_f1(questions: Iterable[QAQuestion], tokenize: Callable[[str], list[str]]) -> dict[str, float]:
+    total = 0
+    exact = 0
+    f1_sum: float = 0
+    for references, prediction in questions:
+        if isinstance(references, str):
+            raise TypeError("reference answers must be a sequence of strings, not one string")
+        if not references:
+            raise ValueError(f"question #{total + 1} has no reference answer")
+        total += 1
+        if prediction is None:  # unanswered: 0 for both metrics
+            continue
+        predicted = tokenize(prediction)
+        refs = [tokenize(r) for r in references]
+        exact += max(predicted == r for r in refs)
+        f1_sum += max(_token_f1(predicted, r) for r in refs)
+    if total == 0:
+        return {"exact_match": 0.0, "f1": 0.0}
+    return {"exact_match": 100.0 * exact / total, "f1": 100.0 * f1_sum / total}
+
+
+def squad_em_f1(questions: Iterable[QAQuestion]) -> dict[str, float]:
+    """SQuAD v1.1 `exact_match` and `f1` (percent) over questions; each question scores the max
+    over its reference answers; an unanswered question (prediction None) scores 0 for both."""
+    return _qa_em_f1(questions, _squad_tokens)
+
+
+def mlqa_em_f1(questions: Iterable[QAQuestion], lang: str) -> dict[str, float]:
+    """MLQA `exact_match` and `f1` (percent) with the normalisation of answer language `lang`."""
+    if lang not in _MLQA_ARTICLES:
+        raise ValueError(f"MLQA normalisation has no rules for language {lang!r}; known: {', '.join(MLQA_LANGUAGES)}")
+    return _qa_em_f1(questions, lambda text: _mlqa_tokens(text, lang))
+
+
+# ---------------------------------------------------------------------------------------------
+# BUCC 2018 bitext mining: precision / recall / F1 over sets of (source id, English id) pairs.
+# ---------------------------------------------------------------------------------------------
+
+def bucc_prf(predicted_pairs: Iterable[tuple[str, str]], gold_pairs: Iterable[tuple[str, str]]) -> dict[str, float]:
+    """Both inputs are treated as sets (duplicates count once, order irrelevant); a pair matches
+    only when both ids are equal, in order. C = |pred & gold|; all three metrics are 0 when C = 0."""
+    predicted = {tuple(p) for p in predicted_pairs}
+    gold = {tuple(g) for g in gold_pairs}
+    correct = len(predicted & gold)
+    if correct == 0:
+        return {"f1": 0.0, "precision": 0.0, "recall": 0.0}
+    precision = correct / len(predicted)
+    recall = correct / len(gold)
+    f1 = 2 * precision * recall / (precision + recall)
+    return {"f1": f1 * 100, "precision": precision * 100, "recall": recall * 100}
