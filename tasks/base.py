@@ -30,7 +30,47 @@ class TaggingExample:
     tags: tuple[str, ...]
 
 
-Example = Union[PairExample, TaggingExample]
+@dataclass(frozen=True)
+class MultipleChoiceExample:
+    """Multiple choice (COPA/XCOPA, HellaSwag, SWAG, CosmosQA, CommonsenseQA, PIQA).
+
+    Each choice is scored as the pair (context, choice); `label` is the index of the right one.
+    """
+
+    context: str
+    choices: tuple[str, ...]
+    label: int
+    question: str = ""
+
+
+@dataclass(frozen=True)
+class SpanQAExample:
+    """Extractive QA in SQuAD v1.1/v2.0 form (SQuAD, XQuAD, MLQA, TyDiQA-GoldP).
+
+    `answers` are the reference texts, `answer_starts` their character offsets in `context`
+    (empty for an unanswerable SQuAD v2.0 question).
+    """
+
+    id: str
+    question: str
+    context: str
+    answers: tuple[str, ...]
+    answer_starts: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class RetrievalCorpus:
+    """Sentence retrieval (BUCC, Tatoeba): sentences of a language and of English, and the gold
+    pairs (source id, English id). Tatoeba is line-aligned: ids are line numbers as strings."""
+
+    source_ids: tuple[str, ...]
+    source_sentences: tuple[str, ...]
+    target_ids: tuple[str, ...]
+    target_sentences: tuple[str, ...]
+    gold: tuple[tuple[str, str], ...]
+
+
+Example = Union[PairExample, TaggingExample, MultipleChoiceExample, SpanQAExample, RetrievalCorpus]
 
 
 @dataclass(frozen=True)
@@ -57,8 +97,10 @@ Loader = Callable[[str, str, DataOptions], list]
 class TaskSpec:
     """One task: a name, its kind (which head), its languages, its labels, its metric, its loader.
 
-    kind: "classification" (sequence classification head) or "tagging" (token classification
-      head, first sub-token of each word labelled).
+    kind: "classification" (sequence classification head), "tagging" (token classification
+      head, first sub-token of each word labelled), "multiple_choice", "span_qa" (extractive QA
+      with a doc stride) or "retrieval" (no training: the phase-2 encoder's pooled states). A
+      retrieval task's loader returns a one-element list holding a `RetrievalCorpus`.
     languages: every language the task is evaluated on zero-shot; `train_language` is the one
       whose training split phase 2/3 fine-tune on and whose dev split selects models.
     metric: the name of the selection metric in the task's score dict ("accuracy" or "f1").

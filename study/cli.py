@@ -1,0 +1,218 @@
+"""The `xstilts` command line: run a study, analyze it, export the best model, score predictions.
+
+Exit codes: 0 ok, 2 bad input (one line naming the field and the fix, nothing written),
+1 a failure while running.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
+DEFAULT_TRACKING_URI = os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///xstilts_runs/mlflow.db")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse's own errors: one line, exit 2
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}; see {self.prog} --help\n")
+
+
+def _bad_input(command: str, message: str) -> int:
+    print(f"xstilts {command}: error: {message}", file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="xstilts",
+        description="Distributed hyperparameter studies of intermediate-task training (STILTs) for "
+                    "zero-shot cross-lingual transfer: Ray Tune + Optuna search over intermediate tasks and "
+                    "learning rates, Ray Train fine-tuning, MLflow records, and the best model per target task.",
+        epilog="Start with `xstilts run` (the embedded default: a tiny XLM-R on synthetic data, CPU, offline, "
+               "a few minutes), then `xstilts analyze` and `xstilts export`.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = sub.add_parser("run", help="run a study (the embedded default when no --config is given)",
+                         description="Run a study: for each target task, Ray Tune with OptunaSearch samples "
+                                     "(intermediate task, learning rates); each trial fine-tunes phase 2 "
+                                     "(intermediate, shared through the phase cache) and phase 3 (target) as Ray "
+                                     "Train runs, evaluates zero-shot on every language, and logs to MLflow.")
+    run.add_argument("--config", help="study YAML (default: search_spaces/embedded_default.yaml)")
+    run.add_argument("--address", help="Ray cluster to join, e.g. auto or ray://head:10001 (default: start a local Ray)")
+    run.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI"),
+                     help="MLflow tracking URI (overrides mlflow.tracking_uri; default: $MLFLOW_TRACKING_URI if set)")
+    run.add_argument("--name", help="study name (default: the config's name plus a timestamp)")
+    run.add_argument("--num-samples", type=int, help="trials per target task (overrides num_samples)")
+
+    analyze = sub.add_parser("analyze", help="best trial per target task, read from MLflow",
+                             description="Select the best trial per target task from MLflow records only: by the "
+                                         "English dev metric (default; the honest zero-shot choice) or, labelled as "
+                                         "an oracle, the mean over all languages' dev sets.")
+    _add_study_args(analyze)
+    analyze.add_argument("--rule", choices=["en_dev", "oracle_all_languages"], default="en_dev")
+    analyze.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    analyze.add_argument("--list", action="store_true", help="list the studies in the experiment")
+
+    export = sub.add_parser("export", help="write the selected model of a target task as an HF folder",
+                            description="Copy the best trial's checkpoint for TARGET (English-dev selection) to OUT "
+                                        "as a save_pretrained folder (model + tokenizer), loadable with "
+                                        "AutoModelFor...from_pretrained(OUT), then re-score it on English dev.")
+    _add_study_args(export)
+    export.add_argument("--target", required=True, help="target task, e.g. synthetic_xnli")
+    export.add_argument("--out", required=True, help="new folder to write")
+    export.add_argument("--rule", choices=["en_dev", "oracle_all_languages"], default="en_dev")
+    export.add_argument("--no-verify", action="store_true", help="skip re-scoring the exported model")
+
+    evaluate = sub.add_parser("evaluate", help="score XTREME prediction folders like the official evaluate.py",
+                              description="Score a prediction folder against a label folder in the layout and file "
+                                          "formats of XTREME's official evaluate.py; print one JSON object with "
+                                          "per-language scores, per-task averages, group scores and the XTREME score.")
+    evaluate.add_argument("--prediction-folder", required=True)
+    evaluate.add_argument("--label-folder", required=True)
+    evaluate.add_argument("--tasks", help="comma-separated tasks to score (default: every task present in both)")
+    return parser
+
+
+def _add_study_args(p):
+    p.add_argument("--study", help="study name (default: the most recent study)")
+    p.add_argument("--tracking-uri", default=DEFAULT_TRACKING_URI, help=f"MLflow tracking URI (default: $MLFLOW_TRACKING_URI if set, else {DEFAULT_TRACKING_URI})")
+    p.add_argument("--experiment", default="xstilts", help="MLflow experiment (default: xstilts)")
+
+
+def _mlflow_ui_command(tracking_uri: str) -> str:
+    if tracking_uri.startswith("sqlite:"):
+        return f"mlflow ui --backend-store-uri {tracking_uri} --host 127.0.0.1"
+    return f"open {tracking_uri} in a browser"
+
+
+def cmd_run(args) -> int:
+    from study.config import ConfigError, load_config, with_overrides
+    from study.runner import preflight, resolve
+
+    try:
+        config = load_config(args.config)
+        config = with_overrides(config, tracking_uri=args.tracking_uri, num_samples=args.num_samples)
+        if args.address is not None and not args.address.strip():
+            raise ConfigError("--address", "is empty", "give auto, host:port or ray://host:10001, or leave it out")
+        study = resolve(config, args.name)
+        if args.name:
+            with_overrides(config, name=args.name)  # validates the name's characters
+        preflight(study)
+    except ConfigError as error:
+        return _bad_input("run", str(error))
+
+    from analysis.records import find_study, iter_trials
+    from analysis.select import best_per_target, selection_table
+    from study.runner import run_study
+
+    try:
+        completed = run_study(study, address=args.address)
+    except KeyboardInterrupt:
+        print("xstilts run: interrupted", file=sys.stderr)
+        return EXIT_FAILURE
+    except ConnectionError as error:
+        print(f"xstilts run: error: cannot reach Ray at --address {args.address}: {error}", file=sys.stderr)
+        return EXIT_FAILURE
+    record = find_study(study.tracking_uri, config.mlflow.experiment, study.name)
+    selections = best_per_target(iter_trials(record))
+    print("\n=== best trial per target task (selected on the English dev metric) ===")
+    print(selection_table(selections) or "(no completed trials)")
+    print(f"\nLook at it in MLflow:  {_mlflow_ui_command(study.tracking_uri)}")
+    print(f"Analyze again:         xstilts analyze --study {study.name} --tracking-uri {study.tracking_uri}")
+    if selections:
+        target = next(iter(selections))
+        print(f"Export a model:        xstilts export --study {study.name} --target {target} --out exported-{target} --tracking-uri {study.tracking_uri}")
+    missing = [t for t, n in completed.items() if n == 0]
+    if missing:
+        print(f"xstilts run: error: no trial completed for {', '.join(missing)}; see the FAILED runs in MLflow", file=sys.stderr)
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+def cmd_analyze(args) -> int:
+    from analysis.records import StudyNotFound, find_study, iter_trials, list_studies
+    from analysis.select import best_per_target, selection_json, selection_table
+
+    if not _tracking_store_exists(args.tracking_uri):
+        return _bad_input("analyze", f"no MLflow store at {args.tracking_uri}; run `xstilts run` first or pass --tracking-uri")
+    if args.list:
+        for study in list_studies(args.tracking_uri, args.experiment):
+            print(f"{study.name}\t{study.status}\t{study.run_id}")
+        return EXIT_OK
+    try:
+        record = find_study(args.tracking_uri, args.experiment, args.study)
+    except StudyNotFound as error:
+        return _bad_input("analyze", str(error))
+    selections = best_per_target(iter_trials(record), args.rule)
+    if args.json:
+        print(json.dumps({"study": record.name, "run_id": record.run_id, "best": selection_json(selections)}, indent=2))
+    else:
+        print(f"study {record.name} ({record.status}), MLflow run {record.run_id}")
+        print(selection_table(selections) or "(no completed trials)")
+    return EXIT_OK
+
+
+def cmd_export(args) -> int:
+    from analysis.export import ExportError, export_selection, verify_export
+    from analysis.records import StudyNotFound, find_study, iter_trials
+    from analysis.select import best_per_target
+
+    if not _tracking_store_exists(args.tracking_uri):
+        return _bad_input("export", f"no MLflow store at {args.tracking_uri}; pass --tracking-uri")
+    try:
+        record = find_study(args.tracking_uri, args.experiment, args.study)
+    except StudyNotFound as error:
+        return _bad_input("export", str(error))
+    selections = best_per_target(iter_trials(record), args.rule)
+    if args.target not in selections:
+        known = ", ".join(selections) or "none"
+        return _bad_input("export", f"--target {args.target!r} has no completed trial in study {record.name} (targets with one: {known})")
+    selection = selections[args.target]
+    try:
+        out = export_selection(selection, args.out)
+    except ExportError as error:
+        return _bad_input("export", str(error))
+    print(f"exported trial {selection.best.trial_id} ({args.target}, intermediate={selection.best.intermediate_task}) to {out}")
+    if not args.no_verify:
+        score = verify_export(out)
+        logged = selection.best.en_dev_score
+        print(f"re-scored English dev {selection.best.selection_metric}: {score:.4f} (logged in MLflow: {logged:.4f})")
+        if abs(score - logged) > 1e-6:
+            print("xstilts export: error: the exported model does not reproduce the logged metric", file=sys.stderr)
+            return EXIT_FAILURE
+    return EXIT_OK
+
+
+def cmd_evaluate(args) -> int:
+    from tasks.xtreme_eval import EvaluationInputError, score_folders
+
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
+    try:
+        result = score_folders(args.prediction_folder, args.label_folder, tasks)
+    except EvaluationInputError as error:
+        return _bad_input("evaluate", str(error))
+    print(json.dumps(result))
+    return EXIT_OK
+
+
+def _tracking_store_exists(uri: str) -> bool:
+    if uri.startswith("sqlite:"):
+        from study.config import sqlite_path
+
+        return os.path.exists(sqlite_path(uri))
+    return True
+
+
+COMMANDS = {"run": cmd_run, "analyze": cmd_analyze, "export": cmd_export, "evaluate": cmd_evaluate}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    return COMMANDS[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

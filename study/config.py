@@ -1,0 +1,317 @@
+"""Study configs: YAML validated into frozen dataclasses at the edge.
+
+Every problem is reported as one `ConfigError` line naming the field and the fix, before Ray
+starts and before anything is written (no MLflow run, no folder).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tasks import NONE, TASKS, UnknownTaskError, get_task
+from tasks.modeling import TRAINABLE_KINDS
+from trainables.config import ResourceOptions, TrainingOptions
+from trainables.embedded_model import EMBEDDED_MODEL
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "search_spaces" / "embedded_default.yaml"
+
+
+class ConfigError(ValueError):
+    """One line: `<field>: <problem>; <fix>`."""
+
+    def __init__(self, field_name: str, problem: str, fix: str = ""):
+        self.field_name = field_name
+        super().__init__(f"config field '{field_name}': {problem}" + (f"; {fix}" if fix else ""))
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One dimension of the search space: loguniform/uniform over [low, high] or a choice."""
+
+    type: str
+    low: float | None = None
+    high: float | None = None
+    values: tuple = ()
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    algorithm: str = "optuna"  # Optuna through ray.tune.search.optuna.OptunaSearch
+    sampler: str = "tpe"  # "tpe" or "random"
+    seed: int = 0
+    scheduler: str = "asha"  # "asha" or "fifo" (no early stopping)
+    grace_period: int = 1  # ASHA: epochs before a trial can be stopped
+    reduction_factor: int = 2
+    # Start each target's search with the no-intermediate baseline (when `none` is a choice), so
+    # every intermediate task is compared with it; the sampler takes over from there.
+    baseline_first: bool = True
+
+
+@dataclass(frozen=True)
+class MlflowConfig:
+    tracking_uri: str = "sqlite:///xstilts_runs/mlflow.db"
+    experiment: str = "xstilts"
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    name: str
+    model: str
+    target_tasks: tuple[str, ...]
+    intermediate_tasks: tuple[str, ...]
+    search_space: dict[str, ParamSpec]
+    search: SearchConfig = field(default_factory=SearchConfig)
+    num_samples: int = 3  # trials per target task
+    max_concurrent_trials: int = 2
+    resources: ResourceOptions = field(default_factory=ResourceOptions)
+    training: TrainingOptions = field(default_factory=TrainingOptions)
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+    storage_path: str = "xstilts_runs"
+    data_dir: str | None = None
+    seed: int = 0
+
+    @property
+    def uses_embedded_model(self) -> bool:
+        return self.model == EMBEDDED_MODEL
+
+
+SEARCH_PARAMS = {
+    "intermediate_lr": "learning rate of phase 2 (intermediate task)",
+    "target_lr": "learning rate of phase 3 (target task)",
+}
+PARAM_TYPES = ("loguniform", "uniform", "choice")
+
+
+def _type_ok(value: Any, annotation: Any) -> bool:
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, a) for a in typing.get_args(annotation))
+    if annotation is type(None):
+        return value is None
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation in (str, bool):
+        return isinstance(value, annotation)
+    return True
+
+
+def _type_name(annotation: Any) -> str:
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(annotation))
+    return "null" if annotation is type(None) else getattr(annotation, "__name__", str(annotation))
+
+
+def _build(cls, raw: Any, prefix: str):
+    """A flat dataclass from a mapping: unknown keys and wrong types are errors."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(prefix, f"must be a mapping, got {type(raw).__name__}", "write it as `key: value` lines")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    for key, value in raw.items():
+        if key not in known:
+            raise ConfigError(f"{prefix}.{key}", "unknown key", f"use one of: {', '.join(sorted(known))}")
+        if not _type_ok(value, hints[key]):
+            raise ConfigError(f"{prefix}.{key}", f"must be {_type_name(hints[key])}, got {value!r}",
+                              f"give a {_type_name(hints[key])}")
+    return cls(**raw)
+
+
+def _param_spec(name: str, raw: Any) -> ParamSpec:
+    where = f"search_space.{name}"
+    if not isinstance(raw, dict):
+        raise ConfigError(where, f"must be a mapping, got {raw!r}", "e.g. {type: loguniform, low: 1e-5, high: 1e-4}")
+    spec = _build(ParamSpec, {**raw, **({"values": tuple(raw["values"])} if isinstance(raw.get("values"), list) else {})}, where)
+    if spec.type not in PARAM_TYPES:
+        raise ConfigError(f"{where}.type", f"unknown type {spec.type!r}", f"use one of: {', '.join(PARAM_TYPES)}")
+    if spec.type == "choice":
+        if not spec.values:
+            raise ConfigError(f"{where}.values", "is empty", "list at least one learning rate")
+        numbers = list(spec.values)
+    else:
+        if spec.low is None or spec.high is None:
+            raise ConfigError(where, f"type {spec.type} needs low and high", "add `low:` and `high:`")
+        if spec.low > spec.high:
+            raise ConfigError(f"{where}.low", f"low {spec.low:g} > high {spec.high:g}", "swap them")
+        numbers = [spec.low, spec.high]
+    for value in numbers:
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value <= 0:
+            raise ConfigError(where, f"learning rates must be numbers > 0, got {value!r}", "use e.g. 1e-5")
+    return spec
+
+
+def _task_list(raw: Any, where: str, allow_none: bool) -> tuple[str, ...]:
+    if isinstance(raw, str):
+        raw = [raw]
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError(where, f"must be a non-empty list of task names, got {raw!r}",
+                          f"e.g. [{', '.join(list(TASKS)[:2])}]")
+    for name in raw:
+        if allow_none and name == NONE:
+            continue
+        try:
+            task = get_task(str(name))
+        except UnknownTaskError as error:
+            raise ConfigError(where, str(error)) from None
+        if task.kind not in TRAINABLE_KINDS:
+            raise ConfigError(where, f"task {name!r} is of kind {task.kind!r}, which cannot be trained yet",
+                              f"use tasks of kind {', '.join(TRAINABLE_KINDS)}")
+    if len(set(raw)) != len(raw):
+        raise ConfigError(where, "lists a task twice", "remove the duplicate")
+    return tuple(raw)
+
+
+def parse_config(raw: Any, source: str = "config") -> StudyConfig:
+    if not isinstance(raw, dict):
+        raise ConfigError("<top>", f"{source} must be a YAML mapping", "see search_spaces/embedded_default.yaml")
+    known = {f.name for f in dataclasses.fields(StudyConfig)}
+    for key in raw:
+        if key not in known:
+            raise ConfigError(key, "unknown key", f"use one of: {', '.join(sorted(known))}")
+    for required in ("name", "model", "target_tasks", "intermediate_tasks", "search_space"):
+        if required not in raw:
+            raise ConfigError(required, "is missing", "add it (see search_spaces/embedded_default.yaml)")
+    for key in ("name", "model", "storage_path"):
+        if key in raw and (not isinstance(raw[key], str) or not raw[key].strip()):
+            raise ConfigError(key, f"must be a non-empty string, got {raw[key]!r}", "give a string")
+    name = raw["name"]
+    if not all(c.isalnum() or c in "-_." for c in name):
+        raise ConfigError("name", f"{name!r} has characters other than letters, digits, '-', '_', '.'",
+                          "use e.g. xnli-sweep-1")
+
+    targets = _task_list(raw["target_tasks"], "target_tasks", allow_none=False)
+    intermediates = _task_list(raw["intermediate_tasks"], "intermediate_tasks", allow_none=True)
+
+    space_raw = raw["search_space"]
+    if not isinstance(space_raw, dict) or not space_raw:
+        raise ConfigError("search_space", "is empty", "give at least target_lr (and intermediate_lr)")
+    for key in space_raw:
+        if key not in SEARCH_PARAMS:
+            raise ConfigError(f"search_space.{key}", "unknown parameter",
+                              f"use one of: {', '.join(SEARCH_PARAMS)} (the intermediate task is searched over intermediate_tasks)")
+    space = {key: _param_spec(key, value) for key, value in space_raw.items()}
+    if "target_lr" not in space:
+        raise ConfigError("search_space.target_lr", "is missing", "add e.g. {type: loguniform, low: 5e-6, high: 3e-5}")
+    if any(t != NONE for t in intermediates) and "intermediate_lr" not in space:
+        raise ConfigError("search_space.intermediate_lr", "is missing (an intermediate task is listed)",
+                          "add e.g. {type: choice, values: [1e-5, 3e-5]}")
+
+    config = StudyConfig(
+        name=name, model=raw["model"], target_tasks=targets, intermediate_tasks=intermediates,
+        search_space=space,
+        search=_build(SearchConfig, raw.get("search"), "search"),
+        num_samples=raw.get("num_samples", 3), max_concurrent_trials=raw.get("max_concurrent_trials", 2),
+        resources=_build(ResourceOptions, raw.get("resources"), "resources"),
+        training=_build(TrainingOptions, raw.get("training"), "training"),
+        mlflow=_build(MlflowConfig, raw.get("mlflow"), "mlflow"),
+        storage_path=raw.get("storage_path", "xstilts_runs"), data_dir=raw.get("data_dir"),
+        seed=raw.get("seed", 0),
+    )
+    _check_values(config)
+    return config
+
+
+def _positive_int(value: Any, where: str, fix: str) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(where, f"must be an integer >= 1, got {value!r}", fix)
+
+
+def _check_values(c: StudyConfig) -> None:
+    _positive_int(c.num_samples, "num_samples", "run at least 1 trial per target task")
+    _positive_int(c.max_concurrent_trials, "max_concurrent_trials", "use 1 or more")
+    if not isinstance(c.seed, int) or isinstance(c.seed, bool):
+        raise ConfigError("seed", f"must be an integer, got {c.seed!r}", "e.g. seed: 0")
+    if c.search.algorithm != "optuna":
+        raise ConfigError("search.algorithm", f"unknown algorithm {c.search.algorithm!r}", "use optuna")
+    if c.search.sampler not in ("tpe", "random"):
+        raise ConfigError("search.sampler", f"unknown sampler {c.search.sampler!r}", "use tpe or random")
+    if c.search.scheduler not in ("asha", "fifo"):
+        raise ConfigError("search.scheduler", f"unknown scheduler {c.search.scheduler!r}", "use asha or fifo")
+    _positive_int(c.search.grace_period, "search.grace_period", "use 1 or more epochs")
+    if c.search.reduction_factor < 2:
+        raise ConfigError("search.reduction_factor", f"must be >= 2, got {c.search.reduction_factor}", "use 2, 3 or 4")
+    _positive_int(c.resources.num_workers, "resources.num_workers", "use 1 or more Ray Train workers")
+    if c.resources.cpus_per_worker <= 0:
+        raise ConfigError("resources.cpus_per_worker", f"must be > 0, got {c.resources.cpus_per_worker}", "use e.g. 1")
+    if c.resources.max_failures < 0:
+        raise ConfigError("resources.max_failures", "must be >= 0", "use e.g. 2")
+    t = c.training
+    for name in ("batch_size", "gradient_accumulation_steps", "intermediate_epochs", "target_epochs", "eval_batch_size"):
+        _positive_int(getattr(t, name), f"training.{name}", "use 1 or more")
+    for name in ("max_length", "max_train_examples", "max_eval_examples"):
+        if getattr(t, name) is not None:
+            _positive_int(getattr(t, name), f"training.{name}", "use 1 or more, or null for no limit")
+    if not 0 <= t.warmup_ratio < 1:
+        raise ConfigError("training.warmup_ratio", f"must be in [0, 1), got {t.warmup_ratio}", "the paper uses 0.1")
+    if t.weight_decay < 0 or t.max_grad_norm <= 0:
+        raise ConfigError("training.weight_decay" if t.weight_decay < 0 else "training.max_grad_norm",
+                          "is out of range", "use weight_decay >= 0 and max_grad_norm > 0")
+    if c.search.grace_period > t.target_epochs:
+        raise ConfigError("search.grace_period", f"{c.search.grace_period} > training.target_epochs {t.target_epochs}",
+                          "ASHA could never stop a trial; lower grace_period")
+    scheme = c.mlflow.tracking_uri.split(":", 1)[0]
+    if scheme not in ("sqlite", "http", "https", "postgresql", "mysql", "databricks"):
+        raise ConfigError("mlflow.tracking_uri", f"unsupported URI {c.mlflow.tracking_uri!r}",
+                          "use sqlite:///path/mlflow.db or http://host:port (MLflow 3 refuses plain ./mlruns)")
+    if c.data_dir is not None and not os.path.isdir(c.data_dir):
+        raise ConfigError("data_dir", f"folder {c.data_dir!r} does not exist", "point it at a folder of task data or remove it")
+    if "://" not in c.storage_path:
+        _check_writable(Path(c.storage_path), "storage_path")
+    if scheme == "sqlite":
+        _check_writable(Path(sqlite_path(c.mlflow.tracking_uri)).parent, "mlflow.tracking_uri")
+    model = c.model
+    if model != EMBEDDED_MODEL and (model.startswith((".", "/", "~")) or os.sep in model and os.path.exists(model.split(os.sep)[0])):
+        if not os.path.isdir(os.path.expanduser(model)) or not os.path.exists(os.path.join(os.path.expanduser(model), "config.json")):
+            raise ConfigError("model", f"local model folder {model!r} has no config.json",
+                              f"give an HF folder (save_pretrained) or a hub name like xlm-roberta-large, or {EMBEDDED_MODEL}")
+
+
+def sqlite_path(uri: str) -> str:
+    return uri[len("sqlite:///"):] if uri.startswith("sqlite:///") else uri[len("sqlite://"):]
+
+
+def _check_writable(path: Path, where: str) -> None:
+    """The nearest existing ancestor must be a writable folder (nothing is created here)."""
+    probe = path.expanduser().absolute()
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(where, f"{str(path)!r} is not writable ({probe} is not a writable folder)",
+                          "choose a folder you can write to")
+
+
+def load_config(path: str | os.PathLike | None = None) -> StudyConfig:
+    path = Path(path) if path else DEFAULT_CONFIG
+    if not path.exists():
+        raise ConfigError("--config", f"file {str(path)!r} does not exist", "give the path of a study YAML")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError("--config", f"{path} is not valid YAML{where}", "fix the syntax") from None
+    return parse_config(raw, str(path))
+
+
+def with_overrides(config: StudyConfig, **changes) -> StudyConfig:
+    """The config with CLI overrides (`--name`, `--tracking-uri`, ...), validated again."""
+    changes = {k: v for k, v in changes.items() if v is not None}
+    if "tracking_uri" in changes:
+        changes["mlflow"] = dataclasses.replace(config.mlflow, tracking_uri=changes.pop("tracking_uri"))
+    updated = dataclasses.replace(config, **changes)
+    if "name" in changes and not all(c.isalnum() or c in "-_." for c in updated.name):
+        raise ConfigError("--name", f"{updated.name!r} has characters other than letters, digits, '-', '_', '.'",
+                          "use e.g. xnli-sweep-1")
+    _check_values(updated)
+    return updated

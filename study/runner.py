@@ -1,0 +1,182 @@
+"""Running a study: Ray (local or a cluster), one Tuner per target task, the MLflow parent run.
+
+A study searches each target task separately (its own Optuna sampler and ASHA scheduler, since
+accuracy on XNLI and F1 on PAN-X are not comparable numbers) but within one Ray runtime, one
+MLflow parent run and one phase cache, so intermediate trainings are shared across targets.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from study.config import ConfigError, StudyConfig, sqlite_path
+from study.search import make_scheduler, make_searcher
+from tasks import get_task
+
+TRIAL_DRIVER_RESOURCE = "TRAIN_DRIVER"  # a trial's own process needs ~no CPU; its Train workers do
+
+
+@dataclass(frozen=True)
+class ResolvedStudy:
+    config: StudyConfig
+    name: str
+    storage_path: str  # absolute, or a URI (s3://...)
+    tracking_uri: str  # sqlite paths made absolute: Ray workers run in other directories
+
+    @property
+    def study_dir(self) -> str:
+        return os.path.join(self.storage_path, self.name)
+
+    @property
+    def phase_cache_dir(self) -> str:
+        # Shared by every study with this storage path: a phase 2 is trained once across studies.
+        return os.path.join(self.storage_path, "phase_cache")
+
+
+def resolve(config: StudyConfig, name: str | None = None) -> ResolvedStudy:
+    storage = config.storage_path if "://" in config.storage_path else str(Path(config.storage_path).expanduser().absolute())
+    uri = config.mlflow.tracking_uri
+    if uri.startswith("sqlite:"):
+        uri = "sqlite:///" + str(Path(sqlite_path(uri)).expanduser().absolute())
+    return ResolvedStudy(config, name or f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}", storage, uri)
+
+
+def check_tracking_server(uri: str, timeout: float = 5.0) -> None:
+    """An http(s) tracking URI must answer before anything starts."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout).read()
+    except (urllib.error.URLError, OSError, ValueError) as error:
+        raise ConfigError("mlflow.tracking_uri", f"no MLflow server answers at {uri} ({getattr(error, 'reason', error)})",
+                          "start it (mlflow server ...) or fix --tracking-uri") from None
+
+
+def preflight(study: ResolvedStudy) -> None:
+    """Checks that need the outside world; still before Ray and before any MLflow write."""
+    from study.tracking import study_exists
+
+    check_tracking_server(study.tracking_uri)
+    if study.tracking_uri.startswith("sqlite:") and not os.path.exists(sqlite_path(study.tracking_uri)):
+        return  # a new store: nothing to collide with (and opening it would create it)
+    if study_exists(study.tracking_uri, study.config.mlflow.experiment, study.name):
+        raise ConfigError("--name", f"a study named {study.name!r} already exists in experiment "
+                          f"{study.config.mlflow.experiment!r}", "choose another --name")
+
+
+def _start_ray(address: str | None, max_concurrent: int, log) -> dict:
+    import ray
+
+    env = {"TOKENIZERS_PARALLELISM": "false", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5",
+           "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+    for key, value in env.items():
+        os.environ.setdefault(key, value)  # local workers inherit the driver's environment
+    runtime_env = {"env_vars": env}
+    if address:
+        ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)
+        cluster = ray.cluster_resources()
+        if cluster.get(TRIAL_DRIVER_RESOURCE, 0) >= 1:
+            return {TRIAL_DRIVER_RESOURCE: 1}
+        log(f"note: the cluster has no {TRIAL_DRIVER_RESOURCE} resource; each trial's driver takes 1 CPU "
+            f"(start the head with --resources '{{\"{TRIAL_DRIVER_RESOURCE}\": N}}' to avoid it)")
+        return {"CPU": 1}
+    # address="local" always starts a fresh runtime (a stale /tmp/ray file would join a dead one).
+    # Keep the dashboard (bound to 127.0.0.1): without its agent, trials stopped by ASHA leaked
+    # their placement groups and the study hung.
+    ray.init(address="local", resources={TRIAL_DRIVER_RESOURCE: max_concurrent}, runtime_env=runtime_env,
+             log_to_driver=False, dashboard_host="127.0.0.1")
+    return {TRIAL_DRIVER_RESOURCE: 1}
+
+
+def _study_params(study: ResolvedStudy, model_path: str) -> dict:
+    c = study.config
+    return {
+        "model": c.model, "model_path": model_path, "target_tasks": ",".join(c.target_tasks),
+        "intermediate_tasks": ",".join(c.intermediate_tasks), "num_samples_per_target": c.num_samples,
+        "search.sampler": c.search.sampler, "search.scheduler": c.search.scheduler, "search.seed": c.search.seed,
+        "storage_path": study.storage_path, "seed": c.seed,
+    }
+
+
+def _config_yaml(config: StudyConfig) -> str:
+    raw = dataclasses.asdict(config)
+    raw["target_tasks"], raw["intermediate_tasks"] = list(config.target_tasks), list(config.intermediate_tasks)
+    for spec in raw["search_space"].values():
+        spec["values"] = list(spec["values"])
+    return yaml.safe_dump(raw, sort_keys=False)
+
+
+def run_study(study: ResolvedStudy, address: str | None = None, log=print) -> dict:
+    """Run every target's search; return {target: number of completed trials}."""
+    import mlflow.tracking
+    import ray
+    from ray import tune
+
+    from study.tracking import StudyProgress, ensure_experiment, start_study_run
+    from trainables.embedded_model import ensure_embedded_model
+    from trainables.trial import run_trial
+
+    c = study.config
+    started = time.time()
+    if "://" not in study.storage_path:
+        Path(study.storage_path).mkdir(parents=True, exist_ok=True)
+    if study.tracking_uri.startswith("sqlite:"):
+        Path(sqlite_path(study.tracking_uri)).parent.mkdir(parents=True, exist_ok=True)
+    model_path = c.model
+    if c.uses_embedded_model:
+        # Under the storage path so that every node of a cluster with shared storage can read it.
+        model_path = ensure_embedded_model(os.path.join(study.storage_path, "embedded_models"), log=log)
+
+    trial_resources = _start_ray(address, c.max_concurrent_trials, log)
+    artifact_root = None if "://" in study.storage_path else os.path.join(study.storage_path, "mlflow-artifacts")
+    experiment_id = ensure_experiment(study.tracking_uri, c.mlflow.experiment, artifact_root)
+    parent_run_id = start_study_run(study.tracking_uri, experiment_id, study.name,
+                                    _study_params(study, model_path), _config_yaml(c))
+    client = mlflow.tracking.MlflowClient(study.tracking_uri)
+    log(f"study {study.name}: {len(c.target_tasks)} target task(s) x {c.num_samples} trials, "
+        f"up to {c.max_concurrent_trials} at once; MLflow run {parent_run_id} in experiment {c.mlflow.experiment!r}")
+    completed: dict[str, int] = {}
+    status = "FAILED"
+    try:
+        for index, target in enumerate(c.target_tasks):
+            task = get_task(target)
+            base = {
+                "study_name": study.name, "target_task": target, "model_path": model_path, "seed": c.seed,
+                "storage_path": study.storage_path, "phase_cache_dir": study.phase_cache_dir,
+                "mlflow_tracking_uri": study.tracking_uri, "mlflow_experiment_id": experiment_id,
+                "mlflow_parent_run_id": parent_run_id, "data_dir": c.data_dir,
+                "training": dataclasses.asdict(c.training), "resources": dataclasses.asdict(c.resources),
+            }
+            log(f"--- target task {target} ({task.kind}, selection metric: English dev {task.metric}) ---")
+            progress = StudyProgress(study.tracking_uri, experiment_id, parent_run_id, target, task.metric,
+                                     c.training.target_epochs, c.num_samples)
+            tuner = tune.Tuner(
+                tune.with_resources(run_trial, trial_resources),
+                param_space=base,
+                tune_config=tune.TuneConfig(
+                    # metric/mode live on the searcher and the scheduler (OptunaSearch with its own
+                    # define-by-run space does not take them from here); the ConcurrencyLimiter
+                    # around the searcher is what bounds concurrent trials.
+                    search_alg=make_searcher(c, index), scheduler=make_scheduler(c), num_samples=c.num_samples,
+                ),
+                run_config=tune.RunConfig(
+                    name=target, storage_path=os.path.join(study.study_dir, "tune"), verbose=0,
+                    callbacks=[progress], failure_config=tune.FailureConfig(max_failures=0),
+                ),
+            )
+            results = tuner.fit()
+            completed[target] = sum(1 for r in results if r.error is None and r.metrics.get("final/en_dev_score") is not None)
+        status = "FINISHED"
+    finally:
+        client.log_metric(parent_run_id, "study_wall_seconds", time.time() - started)
+        client.set_terminated(parent_run_id, status=status)
+        ray.shutdown()
+    log(f"study {study.name} done in {time.time() - started:.0f}s")
+    return completed

@@ -1,0 +1,74 @@
+"""The Tune search for one target task: OptunaSearch over a conditional (define-by-run) space,
+and the early-stopping scheduler."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from study.config import ParamSpec, StudyConfig
+from tasks import NONE
+
+SELECTION_METRIC = "en_dev_score"  # reported by phase 3 every epoch: the English dev metric
+TIME_ATTR = "target_epoch"  # our own epoch counter: training_iteration restarts after a Train retry
+
+
+def _suggest(trial, name: str, spec: ParamSpec) -> float:
+    if spec.type == "choice":
+        return trial.suggest_categorical(name, list(spec.values))
+    return trial.suggest_float(name, spec.low, spec.high, log=spec.type == "loguniform")
+
+
+@dataclass(frozen=True)
+class DefineSpace:
+    """Optuna define-by-run space: phase 2's learning rate exists only when there is a phase 2.
+
+    A class (not a closure) so Tune can pickle the searcher when it saves the study for resume.
+    """
+
+    intermediate_tasks: tuple[str, ...]
+    search_space: dict
+
+    def __call__(self, trial):
+        intermediate = trial.suggest_categorical("intermediate_task", list(self.intermediate_tasks))
+        if intermediate != NONE:
+            _suggest(trial, "intermediate_lr", self.search_space["intermediate_lr"])
+        _suggest(trial, "target_lr", self.search_space["target_lr"])
+        return {"intermediate_lr": 0.0} if intermediate == NONE else None
+
+
+def _middle(spec: ParamSpec) -> float:
+    """A central value of a dimension: the middle choice, or the (geometric) midpoint."""
+    if spec.type == "choice":
+        return spec.values[len(spec.values) // 2]
+    if spec.type == "loguniform":
+        return (spec.low * spec.high) ** 0.5
+    return (spec.low + spec.high) / 2
+
+
+def make_searcher(config: StudyConfig, target_index: int):
+    import optuna
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
+
+    seed = config.search.seed + target_index  # each target has its own, reproducible sampler
+    if config.search.sampler == "tpe":
+        sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(4, config.num_samples))
+    else:
+        sampler = optuna.samplers.RandomSampler(seed=seed)
+    points = []
+    if config.search.baseline_first and NONE in config.intermediate_tasks:
+        points.append({"intermediate_task": NONE, "target_lr": _middle(config.search_space["target_lr"])})
+    searcher = OptunaSearch(space=DefineSpace(config.intermediate_tasks, dict(config.search_space)), sampler=sampler,
+                            metric=SELECTION_METRIC, mode="max", points_to_evaluate=points or None)
+    return ConcurrencyLimiter(searcher, max_concurrent=config.max_concurrent_trials)
+
+
+def make_scheduler(config: StudyConfig):
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    if config.search.scheduler == "fifo":
+        return FIFOScheduler()
+    return ASHAScheduler(time_attr=TIME_ATTR, metric=SELECTION_METRIC, mode="max", max_t=config.training.target_epochs,
+                         grace_period=config.search.grace_period, reduction_factor=config.search.reduction_factor,
+                         # A trial that reaches the last epoch must finish on its own: it still has
+                         # to log its zero-shot results and checkpoint after its last report.
+                         stop_last_trials=False)

@@ -1,0 +1,112 @@
+"""The study's side of MLflow: the experiment, the parent run, and a Tune callback that closes
+trial runs the trial itself could not close (a trial stopped by ASHA is killed mid-run) and
+prints progress."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+from ray.tune import Callback
+
+from study.search import SELECTION_METRIC, TIME_ATTR
+from tasks.record_schema import TAG_ERROR, TAG_KIND, TAG_PARENT, TAG_STOPPED_EARLY, TAG_STUDY, TAG_TRIAL_ID
+
+
+def study_exists(tracking_uri: str, experiment: str, name: str) -> bool:
+    client = MlflowClient(tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return False
+    runs = client.search_runs([found.experiment_id], filter_string=f"tags.`{TAG_KIND}` = 'study' and tags.`{TAG_STUDY}` = '{name}'", max_results=1)
+    return bool(runs)
+
+
+def ensure_experiment(tracking_uri: str, experiment: str, artifact_root: str | None) -> str:
+    """The experiment id, creating it (with artifacts beside the study storage) if needed."""
+    client = MlflowClient(tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is not None:
+        return found.experiment_id
+    location = Path(artifact_root).absolute().as_uri() if artifact_root else None
+    return client.create_experiment(experiment, artifact_location=location)
+
+
+def start_study_run(tracking_uri: str, experiment_id: str, name: str, params: dict, config_yaml: str) -> str:
+    client = MlflowClient(tracking_uri)
+    run = client.create_run(experiment_id, run_name=name, tags={TAG_KIND: "study", TAG_STUDY: name})
+    from mlflow.entities import Param
+
+    items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+    for start in range(0, len(items), 100):
+        client.log_batch(run.info.run_id, params=items[start:start + 100])
+    client.log_text(run.info.run_id, config_yaml, "study_config.yaml")
+    return run.info.run_id
+
+
+def _trial_run_id(client: MlflowClient, experiment_id: str, parent_run_id: str, trial_id: str) -> str | None:
+    runs = client.search_runs([experiment_id], filter_string=f"tags.`{TAG_PARENT}` = '{parent_run_id}' and tags.`{TAG_TRIAL_ID}` = '{trial_id}'", max_results=1)
+    return runs[0].info.run_id if runs else None
+
+
+def _log(line: str) -> None:
+    # Looked up at call time: Tune pickles its callbacks, and Ray may have replaced builtins.print.
+    print(line, flush=True)
+
+
+class StudyProgress(Callback):
+    """Prints one line per trial event, and closes trial runs left open by a killed trial."""
+
+    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, target: str,
+                 selection_metric: str, max_epochs: int, num_samples: int):
+        self.client = MlflowClient(tracking_uri)
+        self.experiment_id, self.parent_run_id = experiment_id, parent_run_id
+        self.target, self.metric, self.max_epochs, self.num_samples = target, selection_metric, max_epochs, num_samples
+        self.started: dict[str, float] = {}
+        self.done = 0
+
+    def _name(self, trial) -> str:
+        return f"[{self.target} trial {trial.trial_id}]"
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.started[trial.trial_id] = time.time()
+        c = trial.config
+        lr2 = f" intermediate_lr={c['intermediate_lr']:.3g}" if c.get("intermediate_task") != "none" else ""
+        _log(f"{self._name(trial)} started: intermediate={c.get('intermediate_task')}{lr2} target_lr={c.get('target_lr', 0):.3g}")
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if SELECTION_METRIC in result and TIME_ATTR in result:
+            _log(f"{self._name(trial)} epoch {int(result[TIME_ATTR])}/{self.max_epochs}: "
+                     f"English dev {self.metric} {result[SELECTION_METRIC]:.2f}")
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.done += 1
+        last = trial.last_result or {}
+        seconds = time.time() - self.started.get(trial.trial_id, time.time())
+        epochs = int(last.get(TIME_ATTR, 0))
+        stopped = epochs < self.max_epochs
+        run_id = _trial_run_id(self.client, self.experiment_id, self.parent_run_id, trial.trial_id)
+        if run_id and stopped:
+            # ASHA ended the trial: its process was stopped before it could close its MLflow run.
+            self.client.set_tag(run_id, TAG_STOPPED_EARLY, "true")
+            if self.client.get_run(run_id).info.status == "RUNNING":
+                self.client.set_terminated(run_id, status="KILLED")
+        if stopped:
+            _log(f"{self._name(trial)} stopped early by the scheduler after {epochs} epochs ({seconds:.0f}s)"
+                     f" [{self.done}/{self.num_samples}]")
+        else:
+            zero_shot = last.get("final/zero_shot_mean")
+            extra = f", zero-shot mean {zero_shot:.2f}" if zero_shot is not None else ""
+            _log(f"{self._name(trial)} finished: English dev {self.metric} {last.get(SELECTION_METRIC, float('nan')):.2f}"
+                     f"{extra} ({seconds:.0f}s) [{self.done}/{self.num_samples}]")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self.done += 1
+        run_id = _trial_run_id(self.client, self.experiment_id, self.parent_run_id, trial.trial_id)
+        message = (getattr(trial, "error_msg", None) or "see the trial's error file").strip().splitlines()
+        summary = message[-1] if message else "unknown error"
+        if run_id:
+            if self.client.get_run(run_id).info.status == "RUNNING":
+                self.client.set_tag(run_id, TAG_ERROR, summary[:4000])
+                self.client.set_terminated(run_id, status="FAILED")
+        _log(f"{self._name(trial)} FAILED: {summary} [{self.done}/{self.num_samples}]")

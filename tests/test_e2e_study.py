@@ -1,0 +1,146 @@
+"""A real study end to end: local Ray, Ray Train TorchTrainer, OptunaSearch + ASHA, an MLflow
+sqlite store, then `analyze` and `export` as a user runs them. No mocks."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from study.config import DEFAULT_CONFIG
+
+pytestmark = pytest.mark.e2e
+
+TARGETS = ["synthetic_xnli", "synthetic_panx"]
+
+
+def _cli(cwd: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, "-m", "study.cli", *args], cwd=cwd, capture_output=True,
+                            text=True, timeout=timeout, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    return result
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    root = tmp_path_factory.mktemp("study")
+    raw = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    raw.update(name="e2e", num_samples=2, max_concurrent_trials=2)
+    raw["training"].update(target_epochs=3, intermediate_epochs=1, max_train_examples=500)
+    raw["search"].update(grace_period=2)
+    (root / "study.yaml").write_text(yaml.safe_dump(raw))
+    result = _cli(root, "run", "--config", "study.yaml", "--name", "e2e-study")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    uri = f"sqlite:///{root / 'xstilts_runs' / 'mlflow.db'}"
+    return root, uri, result.stdout
+
+
+def _runs(uri: str):
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("xstilts")
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("xstilts.run_kind") == "study"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId")]
+    return parents, children
+
+
+def test_mlflow_has_one_parent_and_one_nested_run_per_trial(study):
+    root, uri, stdout = study
+    parents, children = _runs(uri)
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert parents[0].data.tags["xstilts.study"] == "e2e-study"
+    assert len(children) == 4  # 2 targets x 2 trials: no duplicate, no orphan run
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
+    assert len({c.data.tags["xstilts.trial_id"] for c in children}) == 4
+    for child in children:
+        params = child.data.params
+        assert params["target_task"] in TARGETS
+        assert params["intermediate_task"] in ("none", "synthetic_mnli", "synthetic_qqp")
+        assert float(params["target_lr"]) > 0
+        metrics = child.data.metrics
+        if child.info.status == "FINISHED":
+            metric = "accuracy" if params["target_task"] == "synthetic_xnli" else "f1"
+            for language in ("en", "near", "mid", "far"):
+                assert 0 <= metrics[f"final/dev/{language}/{metric}"] <= 100
+            assert os.path.isfile(os.path.join(child.data.tags["xstilts.checkpoint"], "config.json"))
+        else:  # stopped by ASHA: recorded as such, with the epochs it did run
+            assert child.info.status == "KILLED" and child.data.tags.get("xstilts.stopped_early") == "true"
+            assert "en_dev_score" in metrics
+    for target in TARGETS:
+        assert any(c.info.status == "FINISHED" and c.data.params["target_task"] == target for c in children)
+    # per-epoch history of the selection metric is there (not only the last value)
+    client = MlflowClient(uri)
+    history = client.get_metric_history(children[0].info.run_id, "en_dev_score")
+    assert len(history) >= 2
+    assert "best trial per target task" in stdout and "mlflow ui" in stdout
+
+
+def test_english_dev_ends_above_chance(study):
+    _, uri, _ = study
+    _, children = _runs(uri)
+    for child in children:
+        if child.info.status != "FINISHED":
+            continue
+        m = child.data.metrics
+        metric = "accuracy" if child.data.params["target_task"] == "synthetic_xnli" else "f1"
+        assert m[f"final/dev/en/{metric}"] > m[f"final/chance/en/{metric}"] + 10
+
+
+def test_analyze_picks_best_english_dev_trial(study):
+    root, uri, _ = study
+    result = _cli(root, "analyze", "--study", "e2e-study", "--tracking-uri", uri, "--json")
+    assert result.returncode == 0, result.stderr
+    best = json.loads(result.stdout)["best"]
+    _, children = _runs(uri)
+    for target in TARGETS:
+        finished = [c for c in children if c.info.status == "FINISHED" and c.data.params["target_task"] == target]
+        top = max(finished, key=lambda c: c.data.metrics["final/en_dev_score"])
+        assert best[target]["run_id"] == top.info.run_id
+        assert best[target]["en_dev_score"] == top.data.metrics["final/en_dev_score"]
+        assert set(best[target]["per_language"]) == {"en", "near", "mid", "far"}
+
+
+def test_export_loads_with_from_pretrained_and_reproduces_metric(study):
+    root, uri, _ = study
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from tasks import get_task
+    from tasks.modeling import evaluate
+
+    out = root / "exported-xnli"
+    result = _cli(root, "export", "--study", "e2e-study", "--target", "synthetic_xnli", "--out", str(out), "--tracking-uri", uri)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert not (out / "train_state.pt").exists()
+    model = AutoModelForSequenceClassification.from_pretrained(out)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    assert model.config.id2label[0] == "entailment"
+    task = get_task("synthetic_xnli")
+    score = evaluate(task, model, tokenizer, task.load("dev", "en"))["accuracy"]
+    selection = json.loads((out / "xstilts_selection.json").read_text())
+    logged = MlflowClient(uri).get_run(selection["mlflow_run_id"]).data.metrics["final/en_dev_score"]
+    assert score == pytest.approx(logged, abs=1e-9)
+    # A second export into the same (non-empty) folder is refused, and writes nothing.
+    again = _cli(root, "export", "--study", "e2e-study", "--target", "synthetic_xnli", "--out", str(out), "--tracking-uri", uri)
+    assert again.returncode == 2 and "not empty" in again.stderr
+
+
+def test_export_tagging_target(study):
+    root, uri, _ = study
+    from transformers import AutoModelForTokenClassification
+
+    out = root / "exported-panx"
+    result = _cli(root, "export", "--study", "e2e-study", "--target", "synthetic_panx", "--out", str(out), "--tracking-uri", uri)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "re-scored English dev f1" in result.stdout
+    model = AutoModelForTokenClassification.from_pretrained(out)
+    assert model.config.num_labels == 7
+
+
+def test_analyze_unknown_study_is_bad_input(study):
+    root, uri, _ = study
+    result = _cli(root, "analyze", "--study", "no-such-study", "--tracking-uri", uri)
+    assert result.returncode == 2 and "no-such-study" in result.stderr

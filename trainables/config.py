@@ -1,0 +1,84 @@
+"""The configuration of one trial and of one training phase: plain dataclasses, built from the
+Tune config dict (the trainable is a plain function of its config)."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class TrainingOptions:
+    """Hyperparameters shared by phases 2 and 3 (the paper's recipe at small scale)."""
+
+    batch_size: int = 32
+    gradient_accumulation_steps: int = 1
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    max_grad_norm: float = 1.0
+    max_length: int | None = None  # None: the task's own max_length
+    intermediate_epochs: int = 2
+    target_epochs: int = 3
+    max_train_examples: int | None = None
+    max_eval_examples: int | None = None
+    eval_batch_size: int = 128
+
+
+@dataclass(frozen=True)
+class ResourceOptions:
+    num_workers: int = 1
+    use_gpu: bool = False
+    cpus_per_worker: float = 1.0
+    max_failures: int = 2  # Ray Train retries of a phase after a worker dies (resumes from checkpoint)
+
+
+@dataclass(frozen=True)
+class PhaseConfig:
+    """What a Ray Train worker needs to run one phase; serialisable as a dict."""
+
+    phase: str  # "intermediate" or "target"
+    task: str
+    init_path: str  # HF name or folder to start from
+    tokenizer_path: str
+    learning_rate: float
+    epochs: int
+    seed: int
+    training: TrainingOptions
+    data_dir: str | None = None
+    mlflow_tracking_uri: str | None = None
+    mlflow_run_id: str | None = None  # the trial's nested run; rank 0 logs epoch metrics there
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PhaseConfig":
+        return cls(**{**d, "training": TrainingOptions(**d["training"])})
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    """One point of the search space plus the study-wide settings a trial needs."""
+
+    study_name: str
+    target_task: str
+    intermediate_task: str
+    intermediate_lr: float
+    target_lr: float
+    model_path: str
+    seed: int
+    storage_path: str
+    phase_cache_dir: str
+    mlflow_tracking_uri: str
+    mlflow_experiment_id: str
+    mlflow_parent_run_id: str
+    training: TrainingOptions = field(default_factory=TrainingOptions)
+    resources: ResourceOptions = field(default_factory=ResourceOptions)
+    data_dir: str | None = None
+
+    @classmethod
+    def from_tune_config(cls, config: dict) -> "TrialConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in config.items() if k in names}
+        values["training"] = TrainingOptions(**config["training"])
+        values["resources"] = ResourceOptions(**config["resources"])
+        return cls(**values)

@@ -1,0 +1,146 @@
+"""One trial as a Ray Tune function trainable: phase 2 (through the phase cache) then phase 3,
+each a Ray Train `TorchTrainer` run, with the trial's nested MLflow run.
+
+This is the shape Ray 2.60 supports for Tune + Train V2: a function trainable that builds and
+runs TorchTrainers inside it; `TuneReportCallback` forwards phase 3's per-epoch reports to Tune
+so the scheduler (ASHA) can stop the trial early.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+from tasks import NONE, get_task
+from trainables.config import PhaseConfig, TrialConfig
+from trainables.phase_cache import PhaseCache, cache_key
+from tasks.record_schema import (TAG_CHECKPOINT, TAG_ERROR, TAG_INTERMEDIATE, TAG_SELECTION_METRIC,
+                                 TAG_STUDY, TAG_TARGET)
+from trainables.tracking import TrialRun
+from trainables.train_loop import ENCODER_DIR, train_phase
+
+
+def trial_params(trial: TrialConfig) -> dict:
+    """What MLflow records as the trial's params: the point in the space plus the fixed recipe."""
+    params = {
+        "target_task": trial.target_task, "intermediate_task": trial.intermediate_task,
+        "intermediate_lr": trial.intermediate_lr, "target_lr": trial.target_lr,
+        "model": trial.model_path, "seed": trial.seed, "data_dir": trial.data_dir,
+        "num_workers": trial.resources.num_workers, "use_gpu": trial.resources.use_gpu,
+    }
+    params.update({f"training.{k}": v for k, v in dataclasses.asdict(trial.training).items()})
+    return params
+
+
+def _fit(phase: PhaseConfig, trial: TrialConfig, name: str, report_to_tune: bool):
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    callbacks = []
+    if report_to_tune:
+        from ray.tune.integration.ray_train import TuneReportCallback
+
+        callbacks.append(TuneReportCallback())
+    resources = trial.resources
+    trainer = TorchTrainer(
+        train_phase,
+        train_loop_config=phase.to_dict(),
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=resources.num_workers, use_gpu=resources.use_gpu,
+            resources_per_worker={"CPU": resources.cpus_per_worker, **({"GPU": 1} if resources.use_gpu else {})},
+        ),
+        run_config=ray.train.RunConfig(
+            name=name,
+            storage_path=os.path.join(trial.storage_path, trial.study_name, "train_runs"),
+            failure_config=ray.train.FailureConfig(max_failures=resources.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
+            callbacks=callbacks,
+        ),
+    )
+    return trainer.fit()
+
+
+def intermediate_cache_fields(trial: TrialConfig) -> dict:
+    """Everything that determines a phase-2 result, and nothing else (not the target task)."""
+    return {
+        "model": trial.model_path, "intermediate_task": trial.intermediate_task,
+        "learning_rate": trial.intermediate_lr, "seed": trial.seed, "data_dir": trial.data_dir,
+        "epochs": trial.training.intermediate_epochs,
+        "training": {k: v for k, v in dataclasses.asdict(trial.training).items() if k not in ("target_epochs",)},
+        "num_workers": trial.resources.num_workers,
+    }
+
+
+def intermediate_encoder(trial: TrialConfig, trial_id: str, run: TrialRun) -> str:
+    """Phase 2: the encoder fine-tuned on the intermediate task, from the cache or trained now."""
+    cache = PhaseCache(Path(trial.phase_cache_dir))
+    key = cache_key(intermediate_cache_fields(trial))
+    with cache.lock(key):  # a second trial with the same phase 2 waits here for the first
+        manifest = cache.lookup(key)
+        hit = manifest is not None
+        if not hit:
+            phase = PhaseConfig(
+                phase="intermediate", task=trial.intermediate_task, init_path=trial.model_path,
+                tokenizer_path=trial.model_path, learning_rate=trial.intermediate_lr,
+                epochs=trial.training.intermediate_epochs, seed=trial.seed, training=trial.training,
+                data_dir=trial.data_dir, mlflow_tracking_uri=trial.mlflow_tracking_uri, mlflow_run_id=run.run_id,
+            )
+            started = time.time()
+            result = _fit(phase, trial, f"{trial_id}-intermediate", report_to_tune=False)
+            if result.error:
+                raise result.error
+            with result.checkpoint.as_directory() as directory:
+                summary = {k: v for k, v in result.metrics.items() if isinstance(v, (int, float))}
+                manifest = cache.store(key, Path(directory) / ENCODER_DIR,
+                                       {"trained_by_trial": trial_id, "seconds": time.time() - started,
+                                        "metrics": summary, "fields": intermediate_cache_fields(trial)})
+    run.set_tags({"xstilts.phase_cache": "hit" if hit else "miss", "xstilts.phase_cache_key": key})
+    run.log_metrics({"phase_cache_hit": float(hit)})
+    if hit:  # the phase-2 numbers of the trial that trained it, so every trial shows them
+        run.log_metrics({k: v for k, v in manifest["metadata"]["metrics"].items() if k.startswith("intermediate/")})
+    return str(cache.entry(key))
+
+
+def run_trial(config: dict) -> None:
+    """The Tune trainable: a plain function of the trial's config."""
+    import ray.tune
+
+    trial = TrialConfig.from_tune_config(config)
+    context = ray.tune.get_context()
+    trial_id = context.get_trial_id()
+    target = get_task(trial.target_task)
+    run = TrialRun.open(
+        trial.mlflow_tracking_uri, trial.mlflow_experiment_id, trial.mlflow_parent_run_id, trial_id,
+        run_name=f"{trial.target_task}-{trial.intermediate_task}-{trial_id}",
+        tags={TAG_STUDY: trial.study_name, TAG_TARGET: trial.target_task,
+              TAG_INTERMEDIATE: trial.intermediate_task, TAG_SELECTION_METRIC: target.metric},
+    )
+    try:
+        run.log_params(trial_params(trial))
+        encoder = trial.model_path
+        if trial.intermediate_task != NONE:
+            encoder = intermediate_encoder(trial, trial_id, run)
+        phase = PhaseConfig(
+            phase="target", task=trial.target_task, init_path=encoder, tokenizer_path=trial.model_path,
+            learning_rate=trial.target_lr, epochs=trial.training.target_epochs, seed=trial.seed,
+            training=trial.training, data_dir=trial.data_dir,
+            mlflow_tracking_uri=trial.mlflow_tracking_uri, mlflow_run_id=run.run_id,
+        )
+        result = _fit(phase, trial, f"{trial_id}-target", report_to_tune=True)
+        if result.error:
+            raise result.error
+        final = {k: v for k, v in result.metrics.items() if k.startswith("final/")}
+        run.log_metrics(final, step=trial.training.target_epochs)
+        run.set_tags({TAG_CHECKPOINT: result.checkpoint.path})
+        run.finish("FINISHED")
+    except BaseException as error:
+        # Recorded as failed with its error; Tune records the trial as errored and the study goes on.
+        message = "".join(traceback.format_exception_only(type(error), error)).strip()
+        try:
+            run.set_tags({TAG_ERROR: message[:4000]})
+            run.finish("FAILED")
+        finally:
+            raise
