@@ -76,6 +76,8 @@ def _start_ray(address: str | None, max_concurrent: int, log) -> dict:
 
     env = {"TOKENIZERS_PARALLELISM": "false", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5",
            "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+    # Tune's own tables would interleave with our one-line-per-event progress (StudyProgress).
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     for key, value in env.items():
         os.environ.setdefault(key, value)  # local workers inherit the driver's environment
     runtime_env = {"env_vars": env}
@@ -125,6 +127,12 @@ def run_study(study: ResolvedStudy, address: str | None = None, log=print) -> di
 
     c = study.config
     started = time.time()
+    import logging
+
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
     if "://" not in study.storage_path:
         Path(study.storage_path).mkdir(parents=True, exist_ok=True)
     if study.tracking_uri.startswith("sqlite:"):
