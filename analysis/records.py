@@ -18,6 +18,11 @@ class StudyNotFound(LookupError):
     pass
 
 
+# The per-epoch English dev selection metric a trial reports while it trains (the last value is
+# what search_runs returns): the only score a trial stopped early by the scheduler has.
+EPOCH_EN_DEV = "en_dev_score"
+
+
 @dataclass(frozen=True)
 class TrialRecord:
     run_id: str
@@ -29,6 +34,8 @@ class TrialRecord:
     params: dict[str, str]
     metrics: dict[str, float]
     checkpoint: str | None
+    start_time: int | None = None  # MLflow run start, ms since the epoch
+    end_time: int | None = None
 
     @property
     def completed(self) -> bool:
@@ -37,6 +44,11 @@ class TrialRecord:
     @property
     def en_dev_score(self) -> float | None:
         return self.metrics.get(FINAL_EN_DEV)
+
+    @property
+    def last_en_dev_score(self) -> float | None:
+        """The final English dev score, or for a trial stopped early its last epoch's."""
+        return self.metrics.get(FINAL_EN_DEV, self.metrics.get(EPOCH_EN_DEV))
 
     def language_scores(self) -> dict[str, float]:
         """Final dev score of the selection metric per language."""
@@ -96,6 +108,7 @@ def iter_trials(study: StudyRecord, page_size: int = 1000) -> Iterator[TrialReco
                 target_task=tags.get(TAG_TARGET, ""), intermediate_task=tags.get(TAG_INTERMEDIATE, ""),
                 selection_metric=tags.get(TAG_SELECTION_METRIC, ""), params=dict(run.data.params),
                 metrics=dict(run.data.metrics), checkpoint=tags.get(TAG_CHECKPOINT),
+                start_time=run.info.start_time, end_time=run.info.end_time,
             )
         token = page.token
         if not token:

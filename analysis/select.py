@@ -34,17 +34,41 @@ def rule_score(trial: TrialRecord, rule: str) -> float:
 
 def best_per_target(trials: Iterable[TrialRecord], rule: str = "en_dev") -> dict[str, Selection]:
     """The completed trial with the highest score under `rule`, per target task (ties: first run)."""
-    best: dict[str, Selection] = {}
+    return best_per_target_by_rule(trials, (rule,))[rule]
+
+
+def best_per_target_by_rule(trials: Iterable[TrialRecord], rules: Iterable[str] = tuple(RULES)) -> dict[str, dict[str, Selection]]:
+    """{rule: best_per_target(trials, rule)} for several rules, reading `trials` once."""
+    tracker = BestTracker(rules)
     for trial in trials:
+        tracker.add(trial.target_task, trial)
+    return {rule: dict(sorted(found.items())) for rule, found in tracker.selections().items()}
+
+
+class BestTracker:
+    """The best completed trial per key (a target task, or an (intermediate, target) cell) under
+    several selection rules at once, fed one trial at a time (single pass; ties: first trial)."""
+
+    def __init__(self, rules: Iterable[str] = tuple(RULES)):
+        self.rules = tuple(rules)
+        for rule in self.rules:
+            if rule not in RULES:
+                raise ValueError(f"unknown selection rule {rule!r}; use one of {', '.join(RULES)}")
+        self._best: dict[str, dict[object, TrialRecord]] = {rule: {} for rule in self.rules}
+        self._count: dict[object, int] = {}
+
+    def add(self, key, trial: TrialRecord) -> None:
         if not trial.completed:
-            continue
-        current = best.get(trial.target_task)
-        count = (current.candidates if current else 0) + 1
-        if current is None or rule_score(trial, rule) > rule_score(current.best, rule):
-            best[trial.target_task] = Selection(trial.target_task, rule, trial, count)
-        else:
-            best[trial.target_task] = Selection(trial.target_task, rule, current.best, count)
-    return dict(sorted(best.items()))
+            return
+        self._count[key] = self._count.get(key, 0) + 1
+        for rule in self.rules:
+            current = self._best[rule].get(key)
+            if current is None or rule_score(trial, rule) > rule_score(current, rule):
+                self._best[rule][key] = trial
+
+    def selections(self) -> dict[str, dict[object, Selection]]:
+        return {rule: {key: Selection(trial.target_task, rule, trial, self._count[key]) for key, trial in found.items()}
+                for rule, found in self._best.items()}
 
 
 def selection_table(selections: dict[str, Selection]) -> str:

@@ -47,6 +47,17 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--name", help="study name (default: the config's name plus a timestamp)")
     run.add_argument("--num-samples", type=int, help="trials per target task (overrides num_samples)")
 
+    resume = sub.add_parser("resume", help="continue an interrupted study (e.g. after its driver was killed)",
+                            description="Continue study NAME with the config it was started with (stored on its "
+                                        "MLflow parent run): finished trials are kept, unfinished ones run again "
+                                        "under the same trial ids and MLflow runs (Ray Train resumes them from their "
+                                        "last checkpoints), and the search continues to the requested number of trials.")
+    resume.add_argument("name", metavar="NAME", help="the study name (`xstilts analyze --list` shows them)")
+    resume.add_argument("--address", help="Ray cluster to join (default: start a local Ray)")
+    resume.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///xstilts_runs/mlflow.db"),
+                        help="MLflow tracking URI the study was run with (default: $MLFLOW_TRACKING_URI if set, else sqlite:///xstilts_runs/mlflow.db)")
+    resume.add_argument("--experiment", default="xstilts", help="MLflow experiment (default: xstilts)")
+
     analyze = sub.add_parser("analyze", help="best trial per target task, read from MLflow",
                              description="Select the best trial per target task from MLflow records only: by the "
                                          "English dev metric (default; the honest zero-shot choice) or, labelled as "
@@ -55,16 +66,47 @@ def _parser() -> argparse.ArgumentParser:
     analyze.add_argument("--rule", choices=["en_dev", "oracle_all_languages"], default="en_dev")
     analyze.add_argument("--json", action="store_true", help="print JSON instead of a table")
     analyze.add_argument("--list", action="store_true", help="list the studies in the experiment")
+    analyze.add_argument("--table", action="store_true",
+                         help="print the research-question tables instead: intermediate x target (mean/median/best "
+                              "English dev over trials, all-language dev mean, deltas to `none`, XTREME-style score), "
+                              "per-language scores and gains, English-dev vs oracle selection (with --json: the numbers)")
+    analyze.add_argument("--compare", nargs="+", metavar="STUDY", default=[],
+                         help="other studies of the experiment to put side by side (implies --table)")
 
     export = sub.add_parser("export", help="write the selected model of a target task as an HF folder",
                             description="Copy the best trial's checkpoint for TARGET (English-dev selection) to OUT "
                                         "as a save_pretrained folder (model + tokenizer), loadable with "
-                                        "AutoModelFor...from_pretrained(OUT), then re-score it on English dev.")
+                                        "AutoModelFor...from_pretrained(OUT), then re-score it on English dev, and "
+                                        "register it in the MLflow model registry with the alias TARGET-best "
+                                        "(TARGET-best-oracle for --rule oracle_all_languages). With --from-registry, "
+                                        "download the model that alias points at into OUT instead.",
+                            epilog="Example: xstilts export --study S --target synthetic_xnli --out m1; "
+                                   "xstilts export --from-registry --target synthetic_xnli --out m2")
     _add_study_args(export)
     export.add_argument("--target", required=True, help="target task, e.g. synthetic_xnli")
     export.add_argument("--out", required=True, help="new folder to write")
     export.add_argument("--rule", choices=["en_dev", "oracle_all_languages"], default="en_dev")
     export.add_argument("--no-verify", action="store_true", help="skip re-scoring the exported model")
+    export.add_argument("--register", action=argparse.BooleanOptionalAction, default=True,
+                        help="register the exported model in the MLflow model registry (default: yes)")
+    export.add_argument("--registered-model", metavar="NAME",
+                        help="registered model name (default: the --experiment name, xstilts)")
+    export.add_argument("--from-registry", action="store_true",
+                        help="download the registered model of --target (its alias) into --out instead of exporting "
+                             "from a study; takes no --study")
+
+    report = sub.add_parser("report", help="write a study's HTML + Markdown report and log it to MLflow",
+                            description="Write OUT/report.html (self-contained: plots embedded), OUT/report.md with its "
+                                        "PNG plots beside it, and OUT/summary.json: the research-question tables "
+                                        "(intermediate x target, per language, English-dev vs oracle selection), a "
+                                        "heatmap of deltas to `none`, per-language bars, learning-rate sensitivity and "
+                                        "search progress; then log them to the study's parent MLflow run under report/.",
+                            epilog="Example: xstilts report --study my-study --out reports/my-study --compare other-study")
+    _add_study_args(report)
+    report.add_argument("--out", required=True, help="folder to write the report into (created if needed)")
+    report.add_argument("--compare", nargs="+", metavar="STUDY", default=[],
+                        help="other studies of the experiment to put side by side")
+    report.add_argument("--no-log", action="store_true", help="do not log the report to the study's MLflow run")
 
     evaluate = sub.add_parser("evaluate", help="score XTREME prediction folders like the official evaluate.py",
                               description="Score a prediction folder against a label folder in the layout and file "
@@ -104,17 +146,33 @@ def cmd_run(args) -> int:
     except ConfigError as error:
         return _bad_input("run", str(error))
 
+    return _run_and_summarise(study, args.address)
+
+
+def cmd_resume(args) -> int:
+    from study.config import ConfigError
+    from study.runner import load_for_resume
+
+    try:
+        study, parent_run_id = load_for_resume(args.tracking_uri, args.experiment, args.name)
+    except ConfigError as error:
+        return _bad_input("resume", str(error))
+    return _run_and_summarise(study, args.address, parent_run_id)
+
+
+def _run_and_summarise(study, address, resume_run_id=None) -> int:
     from analysis.records import find_study, iter_trials
     from analysis.select import best_per_target, selection_table
     from study.runner import run_study
 
+    config = study.config
     try:
-        completed = run_study(study, address=args.address)
+        completed = run_study(study, address=address, resume_run_id=resume_run_id)
     except KeyboardInterrupt:
         print("xstilts run: interrupted", file=sys.stderr)
         return EXIT_FAILURE
     except ConnectionError as error:
-        print(f"xstilts run: error: cannot reach Ray at --address {args.address}: {error}", file=sys.stderr)
+        print(f"xstilts run: error: cannot reach Ray at --address {address}: {error}", file=sys.stderr)
         return EXIT_FAILURE
     record = find_study(study.tracking_uri, config.mlflow.experiment, study.name)
     selections = best_per_target(iter_trials(record))
@@ -146,12 +204,91 @@ def cmd_analyze(args) -> int:
         record = find_study(args.tracking_uri, args.experiment, args.study)
     except StudyNotFound as error:
         return _bad_input("analyze", str(error))
+    if args.table or args.compare:
+        return _analyze_tables(args, record)
     selections = best_per_target(iter_trials(record), args.rule)
     if args.json:
         print(json.dumps({"study": record.name, "run_id": record.run_id, "best": selection_json(selections)}, indent=2))
     else:
         print(f"study {record.name} ({record.status}), MLflow run {record.run_id}")
         print(selection_table(selections) or "(no completed trials)")
+    return EXIT_OK
+
+
+def _find_studies(command: str, args, names: list):
+    """The study records of `names` (None: the most recent study), or the exit code of bad input."""
+    from analysis.records import StudyNotFound, find_study
+
+    records = []
+    for name in names:
+        try:
+            records.append(find_study(args.tracking_uri, args.experiment, name))
+        except StudyNotFound as error:
+            return _bad_input(command, str(error))
+    return records
+
+
+def _analyze_tables(args, record) -> int:
+    from analysis.records import iter_trials
+    from analysis.tables import comparison_tables, study_tables, summarize, summary_json
+
+    others = _find_studies("analyze", args, args.compare)
+    if isinstance(others, int):
+        return others
+    summary = summarize(iter_trials(record), record.name)
+    compared = [summarize(iter_trials(other), other.name) for other in others]
+    if args.json:
+        print(json.dumps({"study": summary_json(summary), "compare": [summary_json(s) for s in compared]}, indent=2, default=str))
+        return EXIT_OK
+    print(f"study {record.name} ({record.status}), MLflow run {record.run_id}\n")
+    tables = study_tables(summary) + (comparison_tables([summary, *compared]) if compared else [])
+    print("\n\n".join(table.text() for table in tables))
+    return EXIT_OK
+
+
+def cmd_report(args) -> int:
+    from analysis.records import iter_trials
+    from analysis.report import log_report, write_report
+    from analysis.tables import summarize
+
+    if not _tracking_store_exists(args.tracking_uri):
+        return _bad_input("report", f"no MLflow store at {args.tracking_uri}; run `xstilts run` first or pass --tracking-uri")
+    out = os.path.abspath(args.out)
+    if os.path.exists(out) and not os.path.isdir(out):
+        return _bad_input("report", f"--out {out} exists and is not a folder; choose a folder")
+    records = _find_studies("report", args, [args.study, *args.compare])
+    if isinstance(records, int):
+        return records
+    record, others = records[0], records[1:]
+    summary = summarize(iter_trials(record), record.name)
+    compared = [summarize(iter_trials(other), other.name) for other in others]
+    files = write_report(summary, out, study=record, compare=compared)
+    print(f"report of study {record.name}: {files.html} (self-contained), {files.markdown} (+ {len(files.images)} PNG)")
+    if not args.no_log:
+        uri = log_report(args.tracking_uri, record.run_id, files)
+        print(f"logged to MLflow run {record.run_id} as {uri}")
+    return EXIT_OK
+
+
+def _export_from_registry(args) -> int:
+    from analysis.export import verify_export
+    from analysis.registry import RegistryError, fetch_registered
+
+    if args.study:
+        return _bad_input("export", "--from-registry reads the model registry, not a study: drop --study")
+    model = args.registered_model or args.experiment
+    try:
+        fetched = fetch_registered(args.tracking_uri, model, args.target, args.out, args.rule)
+    except RegistryError as error:
+        return _bad_input("export", str(error))
+    print(f"fetched {model} version {fetched.version} (alias {fetched.alias}) to {fetched.path}")
+    if not args.no_verify:
+        score = verify_export(fetched.path)
+        logged = fetched.logged_en_dev_score
+        print(f"re-scored English dev: {score:.4f} (logged in MLflow: {'?' if logged is None else f'{logged:.4f}'})")
+        if logged is not None and abs(score - logged) > 1e-6:
+            print("xstilts export: error: the registered model does not reproduce the logged metric", file=sys.stderr)
+            return EXIT_FAILURE
     return EXIT_OK
 
 
@@ -162,6 +299,8 @@ def cmd_export(args) -> int:
 
     if not _tracking_store_exists(args.tracking_uri):
         return _bad_input("export", f"no MLflow store at {args.tracking_uri}; pass --tracking-uri")
+    if args.from_registry:
+        return _export_from_registry(args)
     try:
         record = find_study(args.tracking_uri, args.experiment, args.study)
     except StudyNotFound as error:
@@ -176,6 +315,7 @@ def cmd_export(args) -> int:
     except ExportError as error:
         return _bad_input("export", str(error))
     print(f"exported trial {selection.best.trial_id} ({args.target}, intermediate={selection.best.intermediate_task}) to {out}")
+    score = None
     if not args.no_verify:
         score = verify_export(out)
         logged = selection.best.en_dev_score
@@ -183,6 +323,24 @@ def cmd_export(args) -> int:
         if abs(score - logged) > 1e-6:
             print("xstilts export: error: the exported model does not reproduce the logged metric", file=sys.stderr)
             return EXIT_FAILURE
+    if args.register:
+        from mlflow.exceptions import MlflowException
+
+        from analysis.registry import register_export
+
+        model = args.registered_model or args.experiment
+        try:
+            registered = register_export(args.tracking_uri, out, selection, record.name, model, score)
+        except MlflowException as error:
+            print(f"xstilts export: error: exported to {out}, but registering it in the MLflow model registry "
+                  f"failed: {str(error).splitlines()[0]} (pass --no-register to skip)", file=sys.stderr)
+            return EXIT_FAILURE
+        how = "already registered as" if registered.reused else "registered as"
+        print(f"{how} {registered.model} version {registered.version}, alias {registered.alias} "
+              f"(models:/{registered.model}@{registered.alias})")
+        print(f"fetch it back: xstilts export --from-registry --target {args.target} --out DIR --tracking-uri {args.tracking_uri}"
+              + (f" --registered-model {model}" if args.registered_model else "")
+              + ("" if args.rule == "en_dev" else f" --rule {args.rule}"))
     return EXIT_OK
 
 
@@ -206,7 +364,7 @@ def _tracking_store_exists(uri: str) -> bool:
     return True
 
 
-COMMANDS = {"run": cmd_run, "analyze": cmd_analyze, "export": cmd_export, "evaluate": cmd_evaluate}
+COMMANDS = {"run": cmd_run, "resume": cmd_resume, "analyze": cmd_analyze, "export": cmd_export, "report": cmd_report, "evaluate": cmd_evaluate}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -86,7 +86,9 @@ class StudyConfig:
 SEARCH_PARAMS = {
     "intermediate_lr": "learning rate of phase 2 (intermediate task)",
     "target_lr": "learning rate of phase 3 (target task)",
+    "retrieval_layer": "hidden_states index pooled for retrieval targets (0 = embeddings; XTREME: 14 of 24)",
 }
+RETRIEVAL = "retrieval"  # target-only kind: no phase 3, the phase-2 encoder is evaluated directly
 PARAM_TYPES = ("loguniform", "uniform", "choice")
 
 
@@ -145,13 +147,18 @@ def _param_spec(name: str, raw: Any) -> ParamSpec:
         if spec.low > spec.high:
             raise ConfigError(f"{where}.low", f"low {spec.low:g} > high {spec.high:g}", "swap them")
         numbers = [spec.low, spec.high]
+    if name == "retrieval_layer":
+        if spec.type != "choice" or not all(isinstance(v, int) and not isinstance(v, bool) for v in spec.values):
+            raise ConfigError(where, "must be {type: choice, values: [...]} of layer numbers (integers)",
+                              "e.g. {type: choice, values: [8, 14, 20]}")
+        return spec
     for value in numbers:
         if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value <= 0:
             raise ConfigError(where, f"learning rates must be numbers > 0, got {value!r}", "use e.g. 1e-5")
     return spec
 
 
-def _task_list(raw: Any, where: str, allow_none: bool) -> tuple[str, ...]:
+def _task_list(raw: Any, where: str, allow_none: bool, allowed_kinds: tuple[str, ...]) -> tuple[str, ...]:
     if isinstance(raw, str):
         raw = [raw]
     if not isinstance(raw, list) or not raw:
@@ -164,9 +171,9 @@ def _task_list(raw: Any, where: str, allow_none: bool) -> tuple[str, ...]:
             task = get_task(str(name))
         except UnknownTaskError as error:
             raise ConfigError(where, str(error)) from None
-        if task.kind not in TRAINABLE_KINDS:
-            raise ConfigError(where, f"task {name!r} is of kind {task.kind!r}, which cannot be trained yet",
-                              f"use tasks of kind {', '.join(TRAINABLE_KINDS)}")
+        if task.kind not in allowed_kinds:
+            raise ConfigError(where, f"task {name!r} is of kind {task.kind!r}, which cannot be used here",
+                              f"use tasks of kind {', '.join(allowed_kinds)}")
     if len(set(raw)) != len(raw):
         raise ConfigError(where, "lists a task twice", "remove the duplicate")
     return tuple(raw)
@@ -190,8 +197,10 @@ def parse_config(raw: Any, source: str = "config") -> StudyConfig:
         raise ConfigError("name", f"{name!r} has characters other than letters, digits, '-', '_', '.'",
                           "use e.g. xnli-sweep-1")
 
-    targets = _task_list(raw["target_tasks"], "target_tasks", allow_none=False)
-    intermediates = _task_list(raw["intermediate_tasks"], "intermediate_tasks", allow_none=True)
+    targets = _task_list(raw["target_tasks"], "target_tasks", allow_none=False,
+                         allowed_kinds=TRAINABLE_KINDS + (RETRIEVAL,))
+    intermediates = _task_list(raw["intermediate_tasks"], "intermediate_tasks", allow_none=True,
+                               allowed_kinds=TRAINABLE_KINDS)
 
     space_raw = raw["search_space"]
     if not isinstance(space_raw, dict) or not space_raw:

@@ -19,6 +19,7 @@ import yaml
 from study.config import ConfigError, StudyConfig, sqlite_path
 from study.search import make_scheduler, make_searcher
 from tasks import get_task
+from tasks.record_schema import FINAL_EN_DEV
 
 TRIAL_DRIVER_RESOURCE = "TRAIN_DRIVER"  # a trial's own process needs ~no CPU; its Train workers do
 
@@ -68,7 +69,36 @@ def preflight(study: ResolvedStudy) -> None:
         return  # a new store: nothing to collide with (and opening it would create it)
     if study_exists(study.tracking_uri, study.config.mlflow.experiment, study.name):
         raise ConfigError("--name", f"a study named {study.name!r} already exists in experiment "
-                          f"{study.config.mlflow.experiment!r}", "choose another --name")
+                          f"{study.config.mlflow.experiment!r}",
+                          f"choose another --name, or continue it with `xstilts resume {study.name}`")
+
+
+def load_for_resume(tracking_uri: str, experiment: str, name: str) -> tuple[ResolvedStudy, str]:
+    """The interrupted study `name` as it was run (its config is stored on its MLflow parent run)."""
+    import tempfile
+
+    from mlflow.tracking import MlflowClient
+
+    from study.config import parse_config
+    from tasks.record_schema import TAG_KIND, TAG_STUDY
+
+    if tracking_uri.startswith("sqlite:"):
+        tracking_uri = "sqlite:///" + str(Path(sqlite_path(tracking_uri)).expanduser().absolute())
+        if not os.path.exists(sqlite_path(tracking_uri)):
+            raise ConfigError("--tracking-uri", f"no MLflow store at {tracking_uri}", "pass the store the study was run with")
+    check_tracking_server(tracking_uri)
+    client = MlflowClient(tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    runs = [] if found is None else client.search_runs(
+        [found.experiment_id], filter_string=f"tags.`{TAG_KIND}` = 'study' and tags.`{TAG_STUDY}` = '{name}'", max_results=1)
+    if not runs:
+        raise ConfigError("NAME", f"no study named {name!r} in experiment {experiment!r} at {tracking_uri}",
+                          "`xstilts analyze --list` shows the studies there")
+    run = runs[0]
+    with tempfile.TemporaryDirectory() as folder:
+        config_path = client.download_artifacts(run.info.run_id, "study_config.yaml", folder)
+        config = parse_config(yaml.safe_load(Path(config_path).read_text()), "the stored study config")
+    return ResolvedStudy(config, name, config.storage_path, config.mlflow.tracking_uri), run.info.run_id
 
 
 def _start_ray(address: str | None, max_concurrent: int, log) -> dict:
@@ -107,7 +137,10 @@ def _study_params(study: ResolvedStudy, model_path: str) -> dict:
     }
 
 
-def _config_yaml(config: StudyConfig) -> str:
+def _config_yaml(study: ResolvedStudy) -> str:
+    """The study's config as run, with absolute paths: what `xstilts resume` reads back."""
+    config = dataclasses.replace(study.config, storage_path=study.storage_path,
+                                 mlflow=dataclasses.replace(study.config.mlflow, tracking_uri=study.tracking_uri))
     raw = dataclasses.asdict(config)
     raw["target_tasks"], raw["intermediate_tasks"] = list(config.target_tasks), list(config.intermediate_tasks)
     for spec in raw["search_space"].values():
@@ -115,8 +148,18 @@ def _config_yaml(config: StudyConfig) -> str:
     return yaml.safe_dump(raw, sort_keys=False)
 
 
-def run_study(study: ResolvedStudy, address: str | None = None, log=print) -> dict:
-    """Run every target's search; return {target: number of completed trials}."""
+def _completed(results) -> int:
+    return sum(1 for r in results if r.error is None and r.metrics.get(FINAL_EN_DEV) is not None)
+
+
+def run_study(study: ResolvedStudy, address: str | None = None, log=print, resume_run_id: str | None = None) -> dict:
+    """Run every target's search; return {target: number of completed trials}.
+
+    With `resume_run_id` (the parent run of an interrupted study), each target's Tune experiment
+    is restored from its storage: finished trials are kept, unfinished ones run again under the
+    same trial ids (so they log into their existing MLflow runs, and their Ray Train runs resume
+    from their last checkpoints), and the search continues up to num_samples.
+    """
     import mlflow.tracking
     import ray
     from ray import tune
@@ -145,9 +188,13 @@ def run_study(study: ResolvedStudy, address: str | None = None, log=print) -> di
     trial_resources = _start_ray(address, c.max_concurrent_trials, log)
     artifact_root = None if "://" in study.storage_path else os.path.join(study.storage_path, "mlflow-artifacts")
     experiment_id = ensure_experiment(study.tracking_uri, c.mlflow.experiment, artifact_root)
-    parent_run_id = start_study_run(study.tracking_uri, experiment_id, study.name,
-                                    _study_params(study, model_path), _config_yaml(c))
     client = mlflow.tracking.MlflowClient(study.tracking_uri)
+    if resume_run_id:
+        parent_run_id = resume_run_id
+        client.update_run(parent_run_id, status="RUNNING")
+    else:
+        parent_run_id = start_study_run(study.tracking_uri, experiment_id, study.name,
+                                        _study_params(study, model_path), _config_yaml(study))
     log(f"study {study.name}: {len(c.target_tasks)} target task(s) x {c.num_samples} trials, "
         f"up to {c.max_concurrent_trials} at once; MLflow run {parent_run_id} in experiment {c.mlflow.experiment!r}")
     completed: dict[str, int] = {}
@@ -165,8 +212,16 @@ def run_study(study: ResolvedStudy, address: str | None = None, log=print) -> di
             log(f"--- target task {target} ({task.kind}, selection metric: English dev {task.metric}) ---")
             progress = StudyProgress(study.tracking_uri, experiment_id, parent_run_id, target, task.metric,
                                      c.training.target_epochs, c.num_samples)
+            trainable = tune.with_resources(run_trial, trial_resources)
+            experiment_path = os.path.join(study.study_dir, "tune", target)
+            if resume_run_id and tune.Tuner.can_restore(experiment_path):
+                log(f"resuming the search of {target} from {experiment_path}")
+                results = tune.Tuner.restore(experiment_path, trainable, resume_unfinished=True,
+                                             resume_errored=False, restart_errored=False).fit()
+                completed[target] = _completed(results)
+                continue
             tuner = tune.Tuner(
-                tune.with_resources(run_trial, trial_resources),
+                trainable,
                 param_space=base,
                 tune_config=tune.TuneConfig(
                     # metric/mode live on the searcher and the scheduler (OptunaSearch with its own
@@ -179,8 +234,7 @@ def run_study(study: ResolvedStudy, address: str | None = None, log=print) -> di
                     callbacks=[progress], failure_config=tune.FailureConfig(max_failures=0),
                 ),
             )
-            results = tuner.fit()
-            completed[target] = sum(1 for r in results if r.error is None and r.metrics.get("final/en_dev_score") is not None)
+            completed[target] = _completed(tuner.fit())
         status = "FINISHED"
     finally:
         client.log_metric(parent_run_id, "study_wall_seconds", time.time() - started)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from study.config import ParamSpec, StudyConfig
-from tasks import NONE
+from tasks import NONE, get_task
 
 SELECTION_METRIC = "en_dev_score"  # reported by phase 3 every epoch: the English dev metric
 TIME_ATTR = "target_epoch"  # our own epoch counter: training_iteration restarts after a Train retry
@@ -26,13 +26,22 @@ class DefineSpace:
 
     intermediate_tasks: tuple[str, ...]
     search_space: dict
+    retrieval_target: bool = False  # no phase 3: the layer is searched instead of target_lr
 
     def __call__(self, trial):
+        constants = {}
         intermediate = trial.suggest_categorical("intermediate_task", list(self.intermediate_tasks))
         if intermediate != NONE:
             _suggest(trial, "intermediate_lr", self.search_space["intermediate_lr"])
-        _suggest(trial, "target_lr", self.search_space["target_lr"])
-        return {"intermediate_lr": 0.0} if intermediate == NONE else None
+        else:
+            constants["intermediate_lr"] = 0.0
+        if self.retrieval_target:
+            constants["target_lr"] = 0.0
+            if "retrieval_layer" in self.search_space:
+                trial.suggest_categorical("retrieval_layer", list(self.search_space["retrieval_layer"].values))
+        else:
+            _suggest(trial, "target_lr", self.search_space["target_lr"])
+        return constants or None
 
 
 def _middle(spec: ParamSpec) -> float:
@@ -54,10 +63,17 @@ def make_searcher(config: StudyConfig, target_index: int):
         sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(4, config.num_samples))
     else:
         sampler = optuna.samplers.RandomSampler(seed=seed)
+    retrieval = get_task(config.target_tasks[target_index]).kind == "retrieval"
     points = []
     if config.search.baseline_first and NONE in config.intermediate_tasks:
-        points.append({"intermediate_task": NONE, "target_lr": _middle(config.search_space["target_lr"])})
-    searcher = OptunaSearch(space=DefineSpace(config.intermediate_tasks, dict(config.search_space)), sampler=sampler,
+        point = {"intermediate_task": NONE}
+        if not retrieval:
+            point["target_lr"] = _middle(config.search_space["target_lr"])
+        elif "retrieval_layer" in config.search_space:
+            point["retrieval_layer"] = _middle(config.search_space["retrieval_layer"])
+        points.append(point)
+    space = DefineSpace(config.intermediate_tasks, dict(config.search_space), retrieval)
+    searcher = OptunaSearch(space=space, sampler=sampler,
                             metric=SELECTION_METRIC, mode="max", points_to_evaluate=points or None)
     return ConcurrencyLimiter(searcher, max_concurrent=config.max_concurrent_trials)
 

@@ -5,8 +5,9 @@ metric names): it imports neither Ray nor MLflow nor any other package of the pr
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Callable, Union
+import re
+from dataclasses import dataclass, field, replace
+from typing import Callable, Mapping, Union
 
 
 class TaskDataError(ValueError):
@@ -87,6 +88,37 @@ class DataOptions:
     data_dir: str | None = None
     max_examples: int | None = None
     seed: int = 0
+    # Per-split file overrides of the local layout. Keys: "<task>:<split>" or
+    # "<task>:<split>:<language>" (the more specific wins); values: a path relative to data_dir
+    # (to the working directory when data_dir is None) or absolute, "{lang}" replaced by the
+    # language, glob patterns allowed. An override makes that split local even without data_dir.
+    # E.g. {"xnli:train": "xnli/test-en.labeled.tsv"}. See docs/tasks.md. Left out of the hash
+    # (a dict is unhashable); still compared.
+    files: Mapping[str, str] | None = field(default=None, hash=False)
+
+    def __post_init__(self) -> None:
+        if self.files is None:
+            return
+        if not isinstance(self.files, Mapping):
+            raise TypeError(f"DataOptions.files must be a mapping of '<task>:<split>' to a path, got {type(self.files).__name__}")
+        for key, value in self.files.items():
+            if not isinstance(key, str) or not _FILES_KEY.fullmatch(key):
+                raise ValueError(
+                    f"DataOptions.files: bad key {key!r}; use '<task>:<split>' or '<task>:<split>:<language>' "
+                    "with split 'train' or 'dev', e.g. 'xnli:train'"
+                )
+            if not isinstance(value, str) or not value:
+                raise ValueError(f"DataOptions.files[{key!r}] must be a non-empty path string, got {value!r}")
+
+    def file_override(self, task: str, split: str, language: str) -> str | None:
+        """The override for (task, split, language), "{lang}" filled in; None when there is none."""
+        if not self.files:
+            return None
+        value = self.files.get(f"{task}:{split}:{language}") or self.files.get(f"{task}:{split}")
+        return None if value is None else value.replace("{lang}", language)
+
+
+_FILES_KEY = re.compile(r"[a-z0-9_]+:(train|dev)(:[A-Za-z0-9_-]+)?")
 
 
 # A loader returns the examples of one split ("train" or "dev") of one language.
@@ -103,7 +135,10 @@ class TaskSpec:
       retrieval task's loader returns a one-element list holding a `RetrievalCorpus`.
     languages: every language the task is evaluated on zero-shot; `train_language` is the one
       whose training split phase 2/3 fine-tune on and whose dev split selects models.
-    metric: the name of the selection metric in the task's score dict ("accuracy" or "f1").
+    metric: the name of the selection metric in the task's score dict ("accuracy" or "f1";
+      "map@20" for the XTREME-R retrieval tasks LAReQA and Mewsli-X).
+    labels: classification labels, tagging tags, and for multiple choice the choice positions
+      ("0", "1", ...); empty for span_qa and retrieval.
     """
 
     name: str
@@ -115,15 +150,51 @@ class TaskSpec:
     train_language: str = "en"
     max_length: int = 128
     description: str = ""
+    # The public HF hub dataset ids the loader reads when DataOptions.data_dir is None (empty:
+    # not on the hub, or generated).
+    hub: tuple[str, ...] = ()
+    # Which local files (split, language, options) would be read (paths under data_dir, or the
+    # overrides); raises TaskDataError when they are missing. None for tasks without a local
+    # layout (synthetic).
+    locate: Callable[[str, str, DataOptions], tuple[str, ...]] | None = field(default=None, repr=False, compare=False)
+    # For tasks whose label set comes from the data (CCG supertags): options -> labels. `labels`
+    # is then empty until `resolved(options)` fills it in.
+    label_source: Callable[[DataOptions], tuple[str, ...]] | None = field(default=None, repr=False, compare=False)
 
-    def load(self, split: str, language: str, options: DataOptions = DataOptions()) -> list:
+    def _check(self, split: str, language: str) -> None:
         if split not in ("train", "dev"):
             raise ValueError(f"task {self.name}: unknown split {split!r}; use 'train' or 'dev'")
         if language not in self.languages and language != self.train_language:
             raise ValueError(
                 f"task {self.name} has no language {language!r}; it has {', '.join(self.languages)}"
             )
+
+    def load(self, split: str, language: str, options: DataOptions = DataOptions()) -> list:
+        self._check(split, language)
         examples = self.loader(split, language, options)
         if options.max_examples is not None:
             examples = examples[: options.max_examples]
         return examples
+
+    def has_data(self, split: str, language: str, options: DataOptions = DataOptions()) -> bool:
+        """Whether the local files for (split, language) exist: under options.data_dir, or the
+        DataOptions.files override (it looks at files, it does not read them). When the split is
+        not local: whether the task is on the HF hub. Always True for generated (synthetic) tasks."""
+        self._check(split, language)
+        if self.locate is None:  # generated data
+            return True
+        local = options.data_dir is not None or options.file_override(self.name, split, language) is not None
+        if not local:  # the hub decides; a task that is not on it has no data
+            return bool(self.hub)
+        try:
+            self.locate(split, language, options)
+        except TaskDataError:
+            return False
+        return True
+
+    def resolved(self, options: DataOptions = DataOptions()) -> "TaskSpec":
+        """This task with its labels filled in from the data when they come from it (CCG);
+        otherwise itself."""
+        if self.label_source is None or self.labels:
+            return self
+        return replace(self, labels=tuple(self.label_source(options)))

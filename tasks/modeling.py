@@ -3,22 +3,59 @@
 One function per concern, switched on `TaskSpec.kind`; the trainables and `xstilts export`
 (which re-scores an exported model) both call these, so a logged metric and a re-computed one
 come from the same code.
+
+Every trainable kind goes through the same generic path, which is all the train loop knows:
+
+    features = encode(task, examples, tokenizer, max_length)
+    for indices in batches_by_length(features, batch_size):
+        loss = model(**collate([features[i] for i in indices], pad_token_id)).loss
+
+`collate` returns exactly the keyword arguments of the HF head's forward (nothing else), and
+`predict` + `score` (or `evaluate`, both at once) turn a model into the task's metrics.
+
+Kinds and their conventions:
+  classification   `Features`: one sequence, one label id. Predictions: label strings.
+  tagging          `Features`: one sequence, a label id per sub-token (only the first sub-token
+                   of a word is scored). Predictions: one tag list per example.
+  multiple_choice  `MultipleChoiceFeatures`: one (context [+ question], choice) sequence per
+                   choice; collated to [batch, n_choices, length]. `TaskSpec.labels[i]` names
+                   choice slot i ("0", "1", ... for XCOPA; "A".."E" would do for CommonsenseQA);
+                   with `labels=()` the slot index as a string is the name. Predictions and gold
+                   labels are these names, scored with `accuracy`.
+  span_qa          `QAFeatures`: one question + context window per feature (a long context gives
+                   several windows, `doc_stride` tokens of overlap), with the answer's start/end
+                   token (the CLS token when the answer is not wholly inside the window or the
+                   question is unanswerable). Predictions: `{example id: answer string}`, decoded
+                   n-best over all windows of an example; scored with the shared SQuAD EM/F1
+                   (MLQA: the answer language's normalisation).
+  retrieval        no head and no training: see `tasks/retrieval.py`.
 """
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
-from transformers import AutoConfig, AutoModelForSequenceClassification, AutoModelForTokenClassification
+from transformers import (AutoConfig, AutoModelForMultipleChoice, AutoModelForQuestionAnswering,
+                          AutoModelForSequenceClassification, AutoModelForTokenClassification)
 
-from tasks.base import PairExample, TaggingExample, TaskSpec
-from tasks.metrics import accuracy, tagging_prf
+from tasks.base import TaskSpec
+from tasks.metrics import accuracy, mlqa_em_f1, squad_em_f1, tagging_prf
 
 IGNORE_INDEX = -100  # the label of sub-tokens that are not scored (HF's loss ignores it)
+
+# Extractive QA defaults (HF run_qa.py / SQuAD practice).
+DOC_STRIDE = 128  # tokens of overlap between consecutive windows of a long context, at max_length 384
+MAX_ANSWER_LENGTH = 30  # longest answer (in tokens) the decoder considers
+N_BEST_SIZE = 20  # start and end candidates per window
+MLQA_TASK = "mlqa"  # the task name whose score uses MLQA's per-language answer normalisation
 
 _HEADS = {
     "classification": AutoModelForSequenceClassification,
     "tagging": AutoModelForTokenClassification,
+    "multiple_choice": AutoModelForMultipleChoice,
+    "span_qa": AutoModelForQuestionAnswering,
 }
 TRAINABLE_KINDS = tuple(_HEADS)
 
@@ -35,26 +72,105 @@ def load_model_for_task(task: TaskSpec, model_path: str):
 
     The encoder may be a pretrained MLM (phase 1) or a phase-2 encoder saved without its head;
     either way the head is new, and the label names are stored in the config so an exported
-    model is self-describing.
+    model is self-describing. A QA head always has two outputs (start, end); a multiple-choice
+    head scores each choice with one logit, and its id2label names the choice slots.
     """
-    config = AutoConfig.from_pretrained(
-        model_path,
-        num_labels=len(task.labels),
-        id2label=dict(enumerate(task.labels)),
-        label2id={label: i for i, label in enumerate(task.labels)},
-    )
-    return head_class(task).from_pretrained(model_path, config=config)
+    cls = head_class(task)
+    if task.kind == "span_qa":
+        labels: tuple[str, ...] = ("start", "end")  # the QA head's 2 outputs (num_labels must be 2)
+    else:
+        labels = task.labels
+    if labels:
+        config = AutoConfig.from_pretrained(
+            model_path,
+            num_labels=len(labels),
+            id2label=dict(enumerate(labels)),
+            label2id={label: i for i, label in enumerate(labels)},
+        )
+    else:  # a multiple-choice task that names no choice slots: the head does not use num_labels
+        config = AutoConfig.from_pretrained(model_path)
+    return cls.from_pretrained(model_path, config=config)
 
+
+# ---------------------------------------------------------------------------------------------
+# Features: what `encode` produces and `collate` batches.
+# ---------------------------------------------------------------------------------------------
 
 @dataclass
 class Features:
+    """Classification (`labels` an int) and tagging (`labels` one id per token)."""
+
     input_ids: list[int]
     labels: list[int] | int
 
 
-def encode(task: TaskSpec, examples: list, tokenizer, max_length: int | None = None) -> list[Features]:
-    """Tokenize without padding (batches are padded dynamically in `collate`)."""
+@dataclass
+class MultipleChoiceFeatures:
+    """One example of a multiple-choice task: one token sequence per choice, the right choice's index."""
+
+    input_ids: list[list[int]]
+    labels: int
+
+
+@dataclass
+class QAFeatures:
+    """One window of one extractive-QA example.
+
+    `offsets[k]` is the [start, end) character span in `context` of token k, or None for tokens
+    that are not context (question, special tokens): only context tokens can start or end an
+    answer. (Lists, not tuples, and plain strings: the feature cache stores them as JSON.) `start_position`/`end_position` are the training targets (both `cls_index` when the
+    answer is not wholly inside this window). `example_index`/`example_id` lead back to the
+    example, so the answers of all its windows can be compared when decoding; `context` is the
+    example's context string itself (shared, not copied).
+    """
+
+    input_ids: list[int]
+    start_position: int
+    end_position: int
+    example_index: int
+    example_id: str
+    offsets: list[list[int] | None]
+    context: str
+    cls_index: int = 0
+
+
+AnyFeatures = Features | MultipleChoiceFeatures | QAFeatures
+
+
+def feature_length(feature: AnyFeatures) -> int:
+    """Tokens in the feature's longest sequence (what padding a batch to it costs)."""
+    if isinstance(feature, MultipleChoiceFeatures):
+        return max(len(ids) for ids in feature.input_ids)
+    return len(feature.input_ids)
+
+
+# ---------------------------------------------------------------------------------------------
+# Encoding
+# ---------------------------------------------------------------------------------------------
+
+def effective_doc_stride(max_length: int, doc_stride: int = DOC_STRIDE) -> int:
+    """The window overlap actually used: `doc_stride`, but never more than a third of `max_length`.
+
+    The default 128 at max_length 384 is HF run_qa.py's (there the tokenizer's `stride`, i.e.
+    the overlap between consecutive windows; note that the legacy SQuAD processors XTREME used
+    call the step between window starts `doc_stride`). For short windows (the tiny models' 64)
+    128 would be longer than the window itself, so it is scaled down to max_length // 3.
+    """
+    return max(0, min(doc_stride, max_length // 3))
+
+
+def encode(task: TaskSpec, examples: list, tokenizer, max_length: int | None = None,
+           doc_stride: int = DOC_STRIDE) -> list[AnyFeatures]:
+    """Tokenize without padding (batches are padded dynamically in `collate`).
+
+    `doc_stride` is only used by span_qa (see `effective_doc_stride`); a span_qa example gives
+    one `QAFeatures` per window, so there are usually more features than examples.
+    """
     max_length = max_length or task.max_length
+    if task.kind == "multiple_choice":
+        return _encode_multiple_choice(task, examples, tokenizer, max_length)
+    if task.kind == "span_qa":
+        return _encode_span_qa(examples, tokenizer, max_length, doc_stride)
     label_ids = {label: i for i, label in enumerate(task.labels)}
     features = []
     if task.kind == "classification":
@@ -79,54 +195,275 @@ def encode(task: TaskSpec, examples: list, tokenizer, max_length: int | None = N
     return features
 
 
-def collate(batch: list[Features], pad_token_id: int) -> dict[str, torch.Tensor]:
-    """Pad to the longest sequence of the batch (dynamic padding)."""
+def choice_label(task: TaskSpec, index: int) -> str:
+    """The name of choice slot `index` of a multiple-choice task (see the module docstring)."""
+    if not task.labels:
+        return str(index)
+    if not 0 <= index < len(task.labels):
+        raise ValueError(f"task {task.name}: choice index {index} has no label; labels are {', '.join(task.labels)}")
+    return task.labels[index]
+
+
+def _encode_multiple_choice(task: TaskSpec, examples: list, tokenizer, max_length: int) -> list[MultipleChoiceFeatures]:
+    if not examples:
+        return []
+    counts = {len(e.choices) for e in examples}
+    if len(counts) != 1:
+        raise ValueError(f"task {task.name}: examples have different numbers of choices ({sorted(counts)}); "
+                         "a batch needs the same number for every example")
+    n_choices = counts.pop()
+    if task.labels and n_choices > len(task.labels):
+        raise ValueError(f"task {task.name}: examples have {n_choices} choices but the task names only "
+                         f"{len(task.labels)} choice labels ({', '.join(task.labels)})")
+    firsts, seconds = [], []
+    for e in examples:
+        first = f"{e.context} {e.question}".strip() if e.question else e.context
+        for choice in e.choices:
+            firsts.append(first)
+            seconds.append(choice)
+    # longest_first: the (usually long) context is cut before the (short) choice.
+    encoded = tokenizer(firsts, seconds, truncation=True, max_length=max_length)["input_ids"]
+    features = []
+    for i, e in enumerate(examples):
+        if not 0 <= e.label < n_choices:
+            raise ValueError(f"task {task.name}: label {e.label} is not a choice index (0..{n_choices - 1})")
+        features.append(MultipleChoiceFeatures(encoded[i * n_choices:(i + 1) * n_choices], e.label))
+    return features
+
+
+def _clip_questions(tokenizer, questions: list[str], limit: int) -> list[str]:
+    """Questions cut to at most `limit` tokens (at a token's end), so every window keeps room for context."""
+    encoded = tokenizer(questions, add_special_tokens=False, return_offsets_mapping=True)
+    clipped = []
+    for question, ids, offsets in zip(questions, encoded["input_ids"], encoded["offset_mapping"]):
+        clipped.append(question[:offsets[limit - 1][1]] if len(ids) > limit else question)
+    return clipped
+
+
+def _answer_char_span(example) -> tuple[int, int] | None:
+    """The first reference answer's (start, end) characters in the context, or None."""
+    if not example.answers:
+        return None
+    answer = example.answers[0]
+    start = example.answer_starts[0] if example.answer_starts else example.context.find(answer)
+    if start < 0:
+        return None
+    return start, start + len(answer)
+
+
+def _answer_positions(span: tuple[int, int] | None, offsets: list, cls_index: int) -> tuple[int, int]:
+    context_tokens = [k for k, o in enumerate(offsets) if o is not None]
+    if span is None or not context_tokens:
+        return cls_index, cls_index
+    start_char, end_char = span
+    if offsets[context_tokens[0]][0] > start_char or offsets[context_tokens[-1]][1] < end_char:
+        return cls_index, cls_index  # the answer is not wholly inside this window
+    start = next(k for k in context_tokens if offsets[k][1] > start_char)
+    end = max(k for k in context_tokens if offsets[k][0] < end_char)
+    return start, max(start, end)
+
+
+def _encode_span_qa(examples: list, tokenizer, max_length: int, doc_stride: int) -> list[QAFeatures]:
+    if not examples:
+        return []
+    ids = [e.id for e in examples]
+    if len(set(ids)) != len(ids):
+        duplicate = next(i for i, n in Counter(ids).items() if n > 1)
+        raise ValueError(f"span_qa example ids must be unique (predictions are keyed by id); {duplicate!r} repeats")
+    specials = tokenizer.num_special_tokens_to_add(pair=True)
+    question_limit = max_length // 2
+    room = max_length - specials - question_limit  # context tokens per window, at least
+    if room < 4:
+        raise ValueError(f"max_length {max_length} is too short for extractive QA (question + context windows)")
+    stride = min(effective_doc_stride(max_length, doc_stride), room - 2)
+    # Leading whitespace in questions only wastes tokens (and breaks some tokenizers' truncation).
+    questions = _clip_questions(tokenizer, [e.question.lstrip() for e in examples], question_limit)
+    # The question is sequence 0 and never cut; the context (sequence 1) is split into windows.
+    encoded = tokenizer(questions, [e.context for e in examples], truncation="only_second",
+                        max_length=max_length, stride=stride, return_overflowing_tokens=True,
+                        return_offsets_mapping=True)
+    cls_id = tokenizer.cls_token_id
+    spans = [_answer_char_span(e) for e in examples]
+    features = []
+    for k, input_ids in enumerate(encoded["input_ids"]):
+        example_index = encoded["overflow_to_sample_mapping"][k]
+        example = examples[example_index]
+        sequence_ids = encoded.sequence_ids(k)
+        offsets = [list(o) if s == 1 else None for o, s in zip(encoded["offset_mapping"][k], sequence_ids)]
+        cls_index = input_ids.index(cls_id) if cls_id in input_ids else 0
+        start, end = _answer_positions(spans[example_index], offsets, cls_index)
+        features.append(QAFeatures(list(input_ids), start, end, example_index, example.id, offsets,
+                                   example.context, cls_index))
+    return features
+
+
+# ---------------------------------------------------------------------------------------------
+# Batching
+# ---------------------------------------------------------------------------------------------
+
+def _padded(sequences: list[list[int]], width: int, pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    input_ids = torch.full((len(sequences), width), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, ids in enumerate(sequences):
+        input_ids[row, :len(ids)] = torch.tensor(ids, dtype=torch.long)
+        attention_mask[row, :len(ids)] = 1
+    return input_ids, attention_mask
+
+
+def collate(batch: list[AnyFeatures], pad_token_id: int) -> dict[str, torch.Tensor]:
+    """Pad to the longest sequence of the batch (dynamic padding).
+
+    Returns exactly the keyword arguments of the task's HF head: input_ids, attention_mask and
+    labels (classification, tagging, multiple choice: [batch, n_choices, length] inputs) or
+    start_positions/end_positions (span_qa).
+    """
+    first = batch[0]
+    if isinstance(first, MultipleChoiceFeatures):
+        n_choices = len(first.input_ids)
+        width = max(feature_length(f) for f in batch)
+        flat = [ids for f in batch for ids in f.input_ids]
+        input_ids, attention_mask = _padded(flat, width, pad_token_id)
+        return {"input_ids": input_ids.view(len(batch), n_choices, width),
+                "attention_mask": attention_mask.view(len(batch), n_choices, width),
+                "labels": torch.tensor([f.labels for f in batch], dtype=torch.long)}
     width = max(len(f.input_ids) for f in batch)
-    input_ids = torch.full((len(batch), width), pad_token_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
-    token_labels = isinstance(batch[0].labels, list)
+    input_ids, attention_mask = _padded([f.input_ids for f in batch], width, pad_token_id)
+    if isinstance(first, QAFeatures):
+        return {"input_ids": input_ids, "attention_mask": attention_mask,
+                "start_positions": torch.tensor([f.start_position for f in batch], dtype=torch.long),
+                "end_positions": torch.tensor([f.end_position for f in batch], dtype=torch.long)}
+    token_labels = isinstance(first.labels, list)
     labels = torch.full((len(batch), width), IGNORE_INDEX, dtype=torch.long) if token_labels else torch.empty(len(batch), dtype=torch.long)
     for row, f in enumerate(batch):
-        n = len(f.input_ids)
-        input_ids[row, :n] = torch.tensor(f.input_ids)
-        attention_mask[row, :n] = 1
         if token_labels:
-            labels[row, :n] = torch.tensor(f.labels)
+            labels[row, :len(f.input_ids)] = torch.tensor(f.labels)
         else:
             labels[row] = f.labels
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 
 
-def batches_by_length(features: list[Features], batch_size: int) -> list[list[int]]:
+def batches_by_length(features: list[AnyFeatures], batch_size: int) -> list[list[int]]:
     """Index batches of similar length (sorted), so dynamic padding wastes little."""
-    order = sorted(range(len(features)), key=lambda i: len(features[i].input_ids))
+    order = sorted(range(len(features)), key=lambda i: feature_length(features[i]))
     return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
 
 
+# ---------------------------------------------------------------------------------------------
+# Prediction
+# ---------------------------------------------------------------------------------------------
+
+def decode_answers(features: list[QAFeatures], start_logits: list[torch.Tensor], end_logits: list[torch.Tensor],
+                   n_best_size: int = N_BEST_SIZE, max_answer_length: int = MAX_ANSWER_LENGTH,
+                   allow_no_answer: bool = False, null_score_threshold: float = 0.0) -> dict[str, str]:
+    """The best answer string per example id, from every window's start/end logits.
+
+    In each window the `n_best_size` best start and end tokens among the context tokens are
+    paired (end not before start, at most `max_answer_length` tokens); a span scores start logit
+    + end logit, and the best-scoring span over all windows of an example wins. Its text is the
+    context between the start token's first and the end token's last character.
+
+    SQuAD v1.1 (and XTREME's QA tasks) always answer, so by default the CLS "no answer" is never
+    predicted. `allow_no_answer=True` is the SQuAD v2.0 rule: predict "" when the example's
+    smallest CLS score (start + end logit at CLS, over its windows) beats the best span by more
+    than `null_score_threshold`.
+    """
+    best: dict[str, tuple[float, str]] = {}
+    null: dict[str, float] = {}
+    for feature, starts, ends in zip(features, start_logits, end_logits):
+        starts = starts[:len(feature.input_ids)].float()
+        ends = ends[:len(feature.input_ids)].float()
+        null_score = float(starts[feature.cls_index] + ends[feature.cls_index])
+        null[feature.example_id] = min(null.get(feature.example_id, null_score), null_score)
+        best.setdefault(feature.example_id, (float("-inf"), ""))
+        context = torch.tensor([o is not None for o in feature.offsets], dtype=torch.bool)
+        if not bool(context.any()):
+            continue
+        k = min(n_best_size, int(context.sum()))
+        top_starts = starts.masked_fill(~context, float("-inf")).topk(k).indices.tolist()
+        top_ends = ends.masked_fill(~context, float("-inf")).topk(k).indices.tolist()
+        for i in top_starts:
+            for j in top_ends:
+                if j < i or j - i + 1 > max_answer_length:
+                    continue
+                score = float(starts[i] + ends[j])
+                if score > best[feature.example_id][0]:
+                    text = feature.context[feature.offsets[i][0]:feature.offsets[j][1]]
+                    best[feature.example_id] = (score, text)
+    answers = {}
+    for example_id, (score, text) in best.items():
+        if allow_no_answer and null[example_id] > score + null_score_threshold:
+            text = ""
+        answers[example_id] = text
+    return answers
+
+
 @torch.no_grad()
-def predict(task: TaskSpec, model, features: list[Features], pad_token_id: int,
-            batch_size: int = 64, device: str | torch.device = "cpu") -> list:
-    """Predicted labels per example: a label string, or a tag list per word for tagging."""
+def predict(task: TaskSpec, model, features: list[AnyFeatures], pad_token_id: int,
+            batch_size: int = 64, device: str | torch.device = "cpu", *, n_best_size: int = N_BEST_SIZE,
+            max_answer_length: int = MAX_ANSWER_LENGTH, allow_no_answer: bool = False):
+    """Predictions: a list with one per example (a label string; a tag list per word for tagging;
+    a choice label for multiple choice), or for span_qa a dict {example id: answer string}
+    (see `decode_answers`, which the QA-only keyword arguments go to)."""
     model.eval()
+    if task.kind == "span_qa":
+        start_logits: list = [None] * len(features)
+        end_logits: list = [None] * len(features)
     predictions: list = [None] * len(features)
     for indices in batches_by_length(features, batch_size):
         batch = collate([features[i] for i in indices], pad_token_id)
-        logits = model(input_ids=batch["input_ids"].to(device),
-                       attention_mask=batch["attention_mask"].to(device)).logits.float().cpu()
-        best = logits.argmax(-1)
+        output = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device))
+        if task.kind == "span_qa":
+            starts, ends = output.start_logits.float().cpu(), output.end_logits.float().cpu()
+            for row, i in enumerate(indices):
+                start_logits[i], end_logits[i] = starts[row], ends[row]
+            continue
+        best = output.logits.float().cpu().argmax(-1)
         for row, i in enumerate(indices):
             if task.kind == "classification":
                 predictions[i] = task.labels[int(best[row])]
+            elif task.kind == "multiple_choice":
+                predictions[i] = choice_label(task, int(best[row]))
             else:
                 scored = batch["labels"][row] != IGNORE_INDEX
                 predictions[i] = [task.labels[int(t)] for t in best[row][scored]]
+    if task.kind == "span_qa":
+        return decode_answers(features, start_logits, end_logits, n_best_size, max_answer_length, allow_no_answer)
     return predictions
 
 
-def score(task: TaskSpec, predictions: list, examples: list) -> dict[str, float]:
-    """The task's metrics (0-100) from predictions; the selection metric is `task.metric`."""
+# ---------------------------------------------------------------------------------------------
+# Scoring
+# ---------------------------------------------------------------------------------------------
+
+def _qa_questions(predictions, examples: list) -> list[tuple[tuple[str, ...], str | None]]:
+    if not isinstance(predictions, Mapping):  # a list aligned with the examples
+        if len(predictions) != len(examples):
+            raise ValueError(f"{len(predictions)} predictions for {len(examples)} examples")
+        predictions = {e.id: p for e, p in zip(examples, predictions)}
+    # An unanswerable question's reference is "" (SQuAD v2.0): only the empty prediction matches
+    # it exactly. (The shared token F1 gives 0 when both sides are empty, as SQuAD v1.1 does.)
+    return [(tuple(e.answers) or ("",), predictions.get(e.id)) for e in examples]
+
+
+def score(task: TaskSpec, predictions, examples: list, language: str = "en") -> dict[str, float]:
+    """The task's metrics (0-100) from predictions; the selection metric is `task.metric`.
+
+    `language` matters only for MLQA (task name "mlqa"), whose EM/F1 normalise answers by the
+    rules of the answer language; every other QA task uses SQuAD's (English) normalisation for
+    every language, as the official XQuAD/TyDiQA scorers do. A span_qa example missing from the
+    predictions scores 0.
+    """
     if task.kind == "classification":
         return {"accuracy": accuracy(predictions, [e.label for e in examples])}
+    if task.kind == "multiple_choice":
+        return {"accuracy": accuracy(predictions, [choice_label(task, e.label) for e in examples])}
+    if task.kind == "span_qa":
+        questions = _qa_questions(predictions, examples)
+        if task.name == MLQA_TASK:
+            return mlqa_em_f1(questions, language)
+        return squad_em_f1(questions)
+    if task.kind != "tagging":
+        head_class(task)  # raises the clear "no head" error (retrieval: see tasks/retrieval.py)
     # Words beyond max_length were truncated away and get no prediction: score them as "O"-like
     # misses by padding with the first label, so truncation can only lower the score.
     gold = [list(e.tags) for e in examples]
@@ -135,17 +472,34 @@ def score(task: TaskSpec, predictions: list, examples: list) -> dict[str, float]
 
 
 def evaluate(task: TaskSpec, model, tokenizer, examples: list, batch_size: int = 64,
-             device: str | torch.device = "cpu", max_length: int | None = None) -> dict[str, float]:
-    features = encode(task, examples, tokenizer, max_length)
-    return score(task, predict(task, model, features, tokenizer.pad_token_id, batch_size, device), examples)
+             device: str | torch.device = "cpu", max_length: int | None = None, *,
+             language: str = "en", doc_stride: int = DOC_STRIDE, features: list | None = None) -> dict[str, float]:
+    """`score(predict(encode(...)))`; `language` as in `score`, `doc_stride` as in `encode`.
+
+    `features`: the already encoded `examples` (e.g. read back from the feature cache, encoded
+    with the same max_length and doc_stride); None: they are encoded here.
+    """
+    if features is None:
+        features = encode(task, examples, tokenizer, max_length, doc_stride)
+    predictions = predict(task, model, features, tokenizer.pad_token_id, batch_size, device)
+    return score(task, predictions, examples, language)
 
 
-def majority_baseline(task: TaskSpec, train_examples: list, examples: list) -> dict[str, float]:
-    """The score of always predicting the most frequent training label (chance, for reports)."""
-    from collections import Counter
+def majority_baseline(task: TaskSpec, train_examples: list, examples: list, language: str = "en") -> dict[str, float]:
+    """The score of always predicting the most frequent training label (chance, for reports).
 
+    Multiple choice: the most frequent right choice slot. Extractive QA: the most frequent
+    training answer string, given to every question.
+    """
     if task.kind == "classification":
         top = Counter(e.label for e in train_examples).most_common(1)[0][0]
         return score(task, [top] * len(examples), examples)
+    if task.kind == "multiple_choice":
+        top = Counter(e.label for e in train_examples).most_common(1)[0][0]
+        return score(task, [choice_label(task, top)] * len(examples), examples)
+    if task.kind == "span_qa":
+        answers = Counter(e.answers[0] for e in train_examples if e.answers).most_common(1)
+        top_answer = answers[0][0] if answers else ""
+        return score(task, {e.id: top_answer for e in examples}, examples, language)
     top = Counter(t for e in train_examples for t in e.tags).most_common(1)[0][0]
     return score(task, [[top] * len(e.tags) for e in examples], examples)

@@ -32,6 +32,11 @@ register(TaskSpec(
     description="Synthetic PAN-X-like IOB2 NER in 4 synthetic languages (embedded default).",
 ))
 register(TaskSpec(
+    name="synthetic_tatoeba", kind="retrieval", languages=("near", "mid", "far"), labels=(),
+    metric="accuracy", loader=synthetic.synthetic_retrieval_loader("tatoeba"), max_length=64,
+    description="Synthetic Tatoeba-like sentence retrieval into English (embedded default; no training).",
+))
+register(TaskSpec(
     name="synthetic_mnli", kind="classification", languages=("en",), labels=_NLI_LABELS,
     metric="accuracy", loader=synthetic.synthetic_loader("nli", "mnli"), max_length=64,
     description="Synthetic English MNLI-like intermediate task (embedded default).",
@@ -41,6 +46,18 @@ register(TaskSpec(
     metric="accuracy", loader=synthetic.synthetic_loader("paraphrase", "qqp"), max_length=64,
     description="Synthetic English QQP-like paraphrase intermediate task (embedded default).",
 ))
+
+
+# The real tasks, in their official formats: the XTREME(-R) targets, then the English
+# intermediate tasks of Phang et al. (2020). See docs/tasks.md.
+from tasks.english_tasks import INTERMEDIATE_TASKS  # noqa: E402  (after the synthetic tasks on purpose)
+from tasks.xtreme_tasks import TARGET_TASKS  # noqa: E402
+
+for _task in TARGET_TASKS + INTERMEDIATE_TASKS:
+    register(_task)
+
+TARGET_TASK_NAMES: tuple[str, ...] = tuple(t.name for t in TARGET_TASKS)
+INTERMEDIATE_TASK_NAMES: tuple[str, ...] = tuple(t.name for t in INTERMEDIATE_TASKS)
 
 
 class UnknownTaskError(KeyError):

@@ -188,3 +188,26 @@ def corpus(sentences_per_language: int = 2000, seed: int = 0) -> list[str]:
                 lines.append(example.text_a)
                 lines.append(example.text_b)
     return lines
+
+
+def synthetic_retrieval_loader(salt: str, size: int = 200):
+    """Tatoeba-like parallel sentences: line i of a language translates line i of English (same
+    concepts, that language's words and word order); one `RetrievalCorpus` per language."""
+    from tasks.base import RetrievalCorpus
+
+    def load(split: str, language: str, options: DataOptions) -> list:
+        seed = f"{salt}:retrieval:{split}:{options.seed}"  # the same English side for every language
+        rng = random.Random(int(hashlib.sha256(seed.encode()).hexdigest(), 16))
+        n = size if options.max_examples is None else min(size, options.max_examples)
+        pairs = []
+        for _ in range(n):
+            subject, obj = rng.sample(NOUNS, 2)
+            verb, adjective = rng.choice(VERBS), rng.choice(ADJECTIVES)
+            words = {l: _clause(rng, l, _noun_phrase(rng, subject, None), verb, _noun_phrase(rng, obj, adjective))
+                     for l in ("en", language)}
+            pairs.append((_render(words[language], language), _render(words["en"], "en")))
+        ids = tuple(str(i) for i in range(n))
+        return [RetrievalCorpus(ids, tuple(p[0] for p in pairs), ids, tuple(p[1] for p in pairs),
+                                tuple((i, i) for i in ids))]
+
+    return load

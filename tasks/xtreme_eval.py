@@ -366,10 +366,36 @@ def score_folders(prediction_folder: str, label_folder: str, tasks: list[str] | 
         if os.path.isdir(prediction_dir) and os.path.isdir(label_dir):
             result[task] = _score_task(task, prediction_dir, label_dir)
 
-    scored = [task for task in OFFICIAL_LANGUAGES if task in result]
+    result.update(aggregate_task_scores({task: result[task]["avg_metric"] for task in OFFICIAL_LANGUAGES if task in result}))
+    return result
+
+
+def aggregate_task_scores(task_scores: dict[str, float]) -> dict[str, float]:
+    """XTREME's aggregation above the task level, from each task's score (its avg_metric): one entry
+    per group of TASK_GROUPS whose tasks are all present (the mean of their scores), then
+    `all_task` (the mean over the nine tasks) when all nine are. Other task names (e.g. synthetic
+    tasks) are in no group. Pure: used by score_folders and by the study analysis."""
+    aggregated: dict[str, float] = {}
     for group, group_tasks in TASK_GROUPS.items():
-        if all(task in result for task in group_tasks):
-            result[group] = _mean([result[task]["avg_metric"] for task in group_tasks])
-    if len(scored) == len(OFFICIAL_LANGUAGES):
-        result["all_task"] = _mean([result[task]["avg_metric"] for task in OFFICIAL_LANGUAGES])
+        if all(task in task_scores for task in group_tasks):
+            aggregated[group] = _mean([task_scores[task] for task in group_tasks])
+    if all(task in task_scores for task in OFFICIAL_LANGUAGES):
+        aggregated["all_task"] = _mean([task_scores[task] for task in OFFICIAL_LANGUAGES])
+    return aggregated
+
+
+def xtreme_aggregate(per_language: dict[str, dict[str, float]]) -> dict[str, Any]:
+    """The XTREME aggregation from {task: {language: score}}, one score per language (for the QA
+    tasks, pass (exact_match + f1) / 2 per language: its mean is the official avg_metric).
+
+    Returns {"tasks": {task: mean over its languages}, **aggregate_task_scores(...) (groups and
+    all_task where complete), "mean_over_tasks": the mean of the task means over the tasks given}.
+    "mean_over_tasks" equals all_task when all nine XTREME tasks are given; for a subset, or for
+    tasks outside XTREME, it is an XTREME-*style* score over the tasks present only, not comparable
+    with published XTREME scores. Tasks with no language are left out.
+    """
+    tasks = {task: _mean(list(scores.values())) for task, scores in per_language.items() if scores}
+    result: dict[str, Any] = {"tasks": tasks}
+    result.update(aggregate_task_scores(tasks))
+    result["mean_over_tasks"] = _mean(list(tasks.values())) if tasks else None
     return result

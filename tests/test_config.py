@@ -77,12 +77,13 @@ def test_missing_config_file():
         load_config("/nonexistent/study.yaml")
 
 
-def _ray_sessions() -> set[str]:
-    return set(os.listdir("/tmp/ray")) if os.path.isdir("/tmp/ray") else set()
+def _ray_dir(tmp_path: Path) -> Path:
+    # The subprocess's own Ray temp dir: other Ray users on the machine cannot disturb the check.
+    return tmp_path.parent / f"{tmp_path.name}-ray"
 
 
 def _run_cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "XSTILTS_CACHE": str(tmp_path / "cache")}
+    env = {**os.environ, "XSTILTS_CACHE": str(tmp_path / "cache"), "RAY_TMPDIR": str(_ray_dir(tmp_path))}
     return subprocess.run([sys.executable, "-m", "study.cli", *args], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=120)
 
@@ -103,14 +104,13 @@ CLI_CASES = [
 def test_cli_bad_input_exits_2_and_writes_nothing(tmp_path, case, config_text, extra, field):
     (tmp_path / "study.yaml").write_text(config_text)
     before_files = set(os.listdir(tmp_path))
-    before_ray = _ray_sessions()
     result = _run_cli(tmp_path, "run", "--config", "study.yaml", *extra)
     assert result.returncode == 2, result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, result.stderr
     assert field in lines[0]
     assert set(os.listdir(tmp_path)) == before_files  # no xstilts_runs/, no mlflow.db, no cache
-    assert _ray_sessions() == before_ray  # Ray never started
+    assert not _ray_dir(tmp_path).exists()  # Ray never started
 
 
 def test_cli_missing_config_file(tmp_path):
@@ -124,3 +124,15 @@ def test_cli_unknown_option_is_bad_input(tmp_path):
     result = _run_cli(tmp_path, "run", "--confg", "x.yaml")
     assert result.returncode == 2
     assert "--confg" in result.stderr
+
+
+def test_real_and_retrieval_targets_are_accepted():
+    config = parse_config(_with(target_tasks=["xnli", "panx", "tatoeba"],
+                                intermediate_tasks=["none", "mnli", "squad_v1", "cosmosqa"]))
+    assert config.target_tasks == ("xnli", "panx", "tatoeba")
+
+
+def test_retrieval_task_cannot_be_an_intermediate():
+    with pytest.raises(ConfigError) as caught:
+        parse_config(_with(intermediate_tasks=["none", "tatoeba"]))
+    assert "'intermediate_tasks'" in str(caught.value) and "retrieval" in str(caught.value)

@@ -46,6 +46,7 @@ class PhaseConfig:
     data_dir: str | None = None
     mlflow_tracking_uri: str | None = None
     mlflow_run_id: str | None = None  # the trial's nested run; rank 0 logs epoch metrics there
+    feature_cache_dir: str | None = None  # tokenized splits shared across trials (trainables.feature_cache)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -74,6 +75,9 @@ class TrialConfig:
     training: TrainingOptions = field(default_factory=TrainingOptions)
     resources: ResourceOptions = field(default_factory=ResourceOptions)
     data_dir: str | None = None
+    # Retrieval targets only: the hidden_states index to mean-pool (0 = embeddings; None: the
+    # default of tasks.retrieval.default_layer; negative: from the end).
+    retrieval_layer: int | None = None
 
     @classmethod
     def from_tune_config(cls, config: dict) -> "TrialConfig":

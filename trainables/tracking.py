@@ -11,12 +11,15 @@ import time
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
-from tasks.record_schema import TAG_KIND, TAG_PARENT, TAG_TRIAL_ID
+from tasks.record_schema import FINAL_EN_DEV, TAG_KIND, TAG_PARENT, TAG_TRIAL_ID
 
 
 class TrialRun:
-    def __init__(self, client: MlflowClient, run_id: str):
+    def __init__(self, client: MlflowClient, run_id: str, finished_metrics: dict | None = None):
         self.client, self.run_id = client, run_id
+        # Set when the run was already FINISHED with its final metrics: the trial completed before
+        # the study driver died, and Tune (which had not saved that yet) restarted it.
+        self.finished_metrics = finished_metrics
 
     @classmethod
     def open(cls, tracking_uri: str, experiment_id: str, parent_run_id: str, trial_id: str,
@@ -29,6 +32,8 @@ class TrialRun:
         )
         if found:
             run_id = found[0].info.run_id
+            if found[0].info.status == "FINISHED" and FINAL_EN_DEV in found[0].data.metrics:
+                return cls(client, run_id, dict(found[0].data.metrics))
             client.update_run(run_id, status="RUNNING")
         else:
             all_tags = {**tags, TAG_PARENT: parent_run_id, TAG_TRIAL_ID: trial_id, TAG_KIND: "trial"}

@@ -17,8 +17,8 @@ from pathlib import Path
 from tasks import NONE, get_task
 from trainables.config import PhaseConfig, TrialConfig
 from trainables.phase_cache import PhaseCache, cache_key
-from tasks.record_schema import (TAG_CHECKPOINT, TAG_ERROR, TAG_INTERMEDIATE, TAG_SELECTION_METRIC,
-                                 TAG_STUDY, TAG_TARGET)
+from tasks.record_schema import (FINAL_ALL_LANGUAGES, FINAL_DEV_PREFIX, FINAL_EN_DEV, FINAL_ZERO_SHOT, TAG_CHECKPOINT,
+                                 TAG_ERROR, TAG_INTERMEDIATE, TAG_SELECTION_METRIC, TAG_STUDY, TAG_TARGET)
 from trainables.tracking import TrialRun
 from trainables.train_loop import ENCODER_DIR, train_phase
 
@@ -104,6 +104,61 @@ def intermediate_encoder(trial: TrialConfig, trial_id: str, run: TrialRun) -> st
     return str(cache.entry(key))
 
 
+# Where a retrieval trial's selection value comes from (there is no English dev to select on).
+TAG_RETRIEVAL_SELECTION = "xstilts.selection_source"
+RETRIEVAL_SELECTION = "mean over the task's languages (retrieval: no English dev; selection sees target languages)"
+
+
+def retrieval_target(trial: TrialConfig, target, encoder: str, run: TrialRun) -> dict[str, float]:
+    """A retrieval target has no phase 3: the phase-2 encoder (or the pretrained model for
+    `none`) embeds every language's dev corpus (tasks.retrieval), and those scores are final.
+
+    Selection value, honestly labelled: retrieval has no English dev set (en-en retrieval is
+    trivial), so `final/en_dev_score` holds the mean over the task's languages of its metric,
+    the same number as `final/all_languages_mean`; the run is tagged with
+    TAG_RETRIEVAL_SELECTION to say so. Choosing among trials by it uses target-language dev
+    data, which a zero-shot target with an English dev never does; BUCC's F1 is moreover at the
+    threshold chosen on that same dev data (XTREME's dev procedure), an optimistic estimate.
+
+    Logs `final/dev/<lang>/<metric>` (BUCC also the chosen threshold), the means, and
+    `en_dev_score` at step 1; tags the checkpoint as the encoder folder; finishes the run.
+    Returns the final metrics (for the Tune report).
+    """
+    import math
+
+    import torch
+    from transformers import AutoTokenizer
+
+    from tasks import DataOptions
+    from tasks.retrieval import evaluate_retrieval, load_encoder, resolve_layer
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    tokenizer = AutoTokenizer.from_pretrained(trial.model_path)  # phase 3's tokenizer source, too
+    model = load_encoder(encoder).to(device)
+    layer = resolve_layer(model.config.num_hidden_layers, trial.retrieval_layer)
+    run.log_params({"retrieval_layer": layer})
+    options = DataOptions(trial.data_dir, trial.training.max_eval_examples, trial.seed)
+    scores = evaluate_retrieval(target, model, tokenizer, options, layer=layer,
+                                batch_size=trial.training.eval_batch_size, max_length=trial.training.max_length,
+                                device=device)
+    final: dict[str, float] = {}
+    for language, values in scores.items():
+        for name, value in values.items():
+            if math.isfinite(value):  # a BUCC threshold is +inf when there was nothing to mine
+                final[f"{FINAL_DEV_PREFIX}{language}/{name}"] = value
+    per_language = [scores[language][target.metric] for language in target.languages]
+    final[FINAL_ALL_LANGUAGES] = sum(per_language) / len(per_language)
+    zero_shot = [scores[l][target.metric] for l in target.languages if l != target.train_language]
+    if zero_shot:
+        final[FINAL_ZERO_SHOT] = sum(zero_shot) / len(zero_shot)
+    final[FINAL_EN_DEV] = final[FINAL_ALL_LANGUAGES]
+    run.log_metrics({"en_dev_score": final[FINAL_EN_DEV]}, step=1)
+    run.log_metrics(final, step=1)
+    run.set_tags({TAG_CHECKPOINT: encoder, TAG_RETRIEVAL_SELECTION: RETRIEVAL_SELECTION})
+    run.finish("FINISHED")
+    return final
+
+
 def run_trial(config: dict) -> None:
     """The Tune trainable: a plain function of the trial's config."""
     import ray.tune
@@ -118,11 +173,22 @@ def run_trial(config: dict) -> None:
         tags={TAG_STUDY: trial.study_name, TAG_TARGET: trial.target_task,
               TAG_INTERMEDIATE: trial.intermediate_task, TAG_SELECTION_METRIC: target.metric},
     )
+    if run.finished_metrics is not None:  # already done before a driver crash: report, don't re-run
+        ray.tune.report(run.finished_metrics)
+        return
     try:
         run.log_params(trial_params(trial))
         encoder = trial.model_path
         if trial.intermediate_task != NONE:
             encoder = intermediate_encoder(trial, trial_id, run)
+        if target.kind == "retrieval":
+            final = retrieval_target(trial, target, encoder, run)
+            # One report, the run already finished (nothing is left to lose if Tune stops the
+            # trial here). It counts as the last target epoch: retrieval has no epochs to prune
+            # between, and an earlier epoch would read as "stopped early by the scheduler".
+            ray.tune.report({**final, "target_epoch": trial.training.target_epochs,
+                             "en_dev_score": final[FINAL_EN_DEV]})
+            return
         phase = PhaseConfig(
             phase="target", task=trial.target_task, init_path=encoder, tokenizer_path=trial.model_path,
             learning_rate=trial.target_lr, epochs=trial.training.target_epochs, seed=trial.seed,
@@ -135,6 +201,10 @@ def run_trial(config: dict) -> None:
         final = {k: v for k, v in result.metrics.items() if k.startswith("final/")}
         run.log_metrics(final, step=trial.training.target_epochs)
         run.set_tags({TAG_CHECKPOINT: result.checkpoint.path})
+        # The last result again, from the trial itself: when a resumed study restarts this trial
+        # and Ray Train finds its run already complete, fit() returns without a single new report,
+        # and Tune (and Optuna) would be left without the trial's metric.
+        ray.tune.report({k: v for k, v in result.metrics.items() if isinstance(v, (int, float))})
         run.finish("FINISHED")
     except BaseException as error:
         # Recorded as failed with its error; Tune records the trial as errored and the study goes on.

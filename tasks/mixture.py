@@ -1,0 +1,104 @@
+"""Multi-task mixtures: which task each training step draws its example from.
+
+A `TaskMixture` names its tasks and how they are sampled:
+  proportional   p_i = n_i / sum_j n_j                 (examples-proportional mixing)
+  temperature    p_i = n_i^(1/T) / sum_j n_j^(1/T)     (T = 1: proportional; T -> inf: uniform)
+where n_i is the number of training examples of task i. `sampling_probabilities` computes them
+(pure), `sample_schedule` turns them into a deterministic, seeded sequence of
+(task name, example index) pairs. Within a task the indices walk through a seeded permutation
+of its examples and start a fresh one when it is used up, so every example of a task is seen
+once before any is seen twice.
+
+Pure Python (no Ray, no torch): the same seed gives the same schedule in every process.
+"""
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from typing import Iterator, Mapping
+
+SAMPLING_MODES = ("proportional", "temperature")
+
+
+@dataclass(frozen=True)
+class TaskMixture:
+    """tasks: the registered task names mixed (at least one, no repeats); sampling: "proportional"
+    or "temperature"; temperature: T > 0 of temperature sampling (ignored by proportional)."""
+
+    tasks: tuple[str, ...]
+    sampling: str = "proportional"
+    temperature: float = 1.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.tasks, str) or not isinstance(self.tasks, tuple):
+            raise TypeError(f"TaskMixture.tasks must be a tuple of task names, got {self.tasks!r}")
+        if not self.tasks:
+            raise ValueError("TaskMixture.tasks is empty: name at least one task")
+        if len(set(self.tasks)) != len(self.tasks):
+            raise ValueError(f"TaskMixture.tasks names a task twice: {', '.join(self.tasks)}")
+        if self.sampling not in SAMPLING_MODES:
+            raise ValueError(f"TaskMixture.sampling must be one of {', '.join(SAMPLING_MODES)}, got {self.sampling!r}")
+        if isinstance(self.temperature, bool) or not isinstance(self.temperature, (int, float)) \
+                or not math.isfinite(self.temperature) or self.temperature <= 0:
+            raise ValueError(f"TaskMixture.temperature must be a finite number > 0, got {self.temperature!r}")
+
+    def probabilities(self, sizes: Mapping[str, int]) -> dict[str, float]:
+        return sampling_probabilities(self, sizes)
+
+
+def sampling_probabilities(mixture: TaskMixture, sizes: Mapping[str, int]) -> dict[str, float]:
+    """{task: probability} in the mixture's task order, from {task: number of examples}.
+
+    Proportional: n_i / sum n_j. Temperature: n_i^(1/T) / sum n_j^(1/T). Every task of the
+    mixture needs a size >= 1 (a task without examples cannot be sampled); extra keys are an
+    error too, so a typo cannot silently drop a task."""
+    missing = [t for t in mixture.tasks if t not in sizes]
+    extra = [t for t in sizes if t not in mixture.tasks]
+    if missing or extra:
+        raise ValueError(f"sizes must name exactly the mixture's tasks: missing {missing}, unexpected {extra}")
+    for task in mixture.tasks:
+        n = sizes[task]
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"task {task!r}: size must be an integer >= 1, got {n!r}")
+    exponent = 1.0 if mixture.sampling == "proportional" else 1.0 / mixture.temperature
+    # Scale by the largest size first: n^(1/T) of large n and small T overflows a float.
+    largest = max(sizes[t] for t in mixture.tasks)
+    weights = [(sizes[t] / largest) ** exponent for t in mixture.tasks]
+    total = math.fsum(weights)
+    return {task: weight / total for task, weight in zip(mixture.tasks, weights)}
+
+
+def sample_schedule(mixture: TaskMixture, sizes: Mapping[str, int], steps: int,
+                    seed: int = 0) -> Iterator[tuple[str, int]]:
+    """`steps` (task name, example index) pairs, each task drawn with its sampling probability
+    and its example indices taken from a seeded permutation of range(size) (reshuffled each
+    pass). Deterministic for (mixture, sizes, steps, seed)."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"steps must be an integer >= 0, got {steps!r}")
+    probabilities = sampling_probabilities(mixture, sizes)
+    tasks = list(mixture.tasks)
+    cumulative, running = [], 0.0
+    for task in tasks:
+        running += probabilities[task]
+        cumulative.append(running)
+    cumulative[-1] = 1.0
+    chooser = random.Random(f"{seed}:choose")
+    shufflers = {task: random.Random(f"{seed}:order:{task}") for task in tasks}
+    orders: dict[str, list[int]] = {task: [] for task in tasks}
+    positions = {task: 0 for task in tasks}
+    for _ in range(steps):
+        u = chooser.random()
+        task = tasks[next(i for i, edge in enumerate(cumulative) if u < edge)]
+        if positions[task] == len(orders[task]):
+            order = list(range(sizes[task]))
+            shufflers[task].shuffle(order)
+            orders[task], positions[task] = order, 0
+        yield task, orders[task][positions[task]]
+        positions[task] += 1
+
+
+# ANLI+ as a sampled mixture of its four parts (the registered `anli_plus` task concatenates
+# them instead, as the paper does): for multi-task training with proportional or temperature
+# sampling.
+ANLI_PLUS = TaskMixture(("anli", "mnli", "snli", "fever_nli"), "proportional")

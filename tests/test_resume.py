@@ -1,0 +1,83 @@
+"""SIGKILL of the study driver mid-study, then `xstilts resume NAME`: the study continues to the
+requested number of trials, finished trials are not re-run, and MLflow shows each trial once."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from study.config import DEFAULT_CONFIG
+
+pytestmark = pytest.mark.e2e
+NAME = "resume-me"
+
+
+def _trial_runs(uri: str):
+    db = uri[len("sqlite:///"):]
+    if not os.path.exists(db):
+        return []
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("xstilts")
+    if experiment is None:
+        return []
+    return [r for r in client.search_runs([experiment.experiment_id]) if r.data.tags.get("mlflow.parentRunId")]
+
+
+def test_driver_killed_then_resumed(tmp_path: Path):
+    raw = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    raw.update(name="resume", num_samples=3, max_concurrent_trials=1, target_tasks=["synthetic_xnli"])
+    raw["search"].update(scheduler="fifo")
+    raw["training"].update(target_epochs=2, intermediate_epochs=1, max_train_examples=300)
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(raw))
+    uri = f"sqlite:///{tmp_path / 'xstilts_runs' / 'mlflow.db'}"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+
+    driver = subprocess.Popen([sys.executable, "-m", "study.cli", "run", "--config", "study.yaml", "--name", NAME],
+                              cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    try:
+        tune_dir = tmp_path / "xstilts_runs" / NAME / "tune"
+        while time.time() < deadline:  # kill the driver once the first trial has finished
+            # Read MLflow only once the driver has created its store (concurrent schema creation fails).
+            finished = [r for r in _trial_runs(uri) if r.info.status == "FINISHED"] if tune_dir.exists() else []
+            if finished:
+                break
+            assert driver.poll() is None, "the study ended before it could be killed"
+            time.sleep(1)
+        assert finished, "no trial finished in time"
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait()
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    first = {r.data.tags["xstilts.trial_id"]: r for r in finished}
+    assert len(_trial_runs(uri)) < 3
+
+    resumed = subprocess.run([sys.executable, "-m", "study.cli", "resume", NAME, "--tracking-uri", uri],
+                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert "resuming the search of synthetic_xnli" in resumed.stdout
+
+    runs = _trial_runs(uri)
+    trial_ids = [r.data.tags["xstilts.trial_id"] for r in runs]
+    assert len(trial_ids) == 3 and len(set(trial_ids)) == 3  # the requested number, each once
+    assert all(r.info.status == "FINISHED" for r in runs)
+    for run in runs:
+        assert "final/en_dev_score" in run.data.metrics
+        history = MlflowClient(uri).get_metric_history(run.info.run_id, "en_dev_score")
+        assert sorted(m.step for m in history) == [1, 2]  # every epoch once: none lost, none twice
+    for trial_id, before in first.items():  # finished trials were not re-run
+        after = next(r for r in runs if r.data.tags["xstilts.trial_id"] == trial_id)
+        assert after.info.run_id == before.info.run_id
+        assert after.info.end_time == before.info.end_time
+
+    again = subprocess.run([sys.executable, "-m", "study.cli", "resume", "no-such-study", "--tracking-uri", uri],
+                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 2 and "no-such-study" in again.stderr
