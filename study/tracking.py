@@ -89,7 +89,7 @@ class StudyProgress(Callback):
         if run_id and stopped:
             # ASHA ended the trial: its process was stopped before it could close its MLflow run.
             self.client.set_tag(run_id, TAG_STOPPED_EARLY, "true")
-            if self.client.get_run(run_id).info.status == "RUNNING":
+            if self.client.get_run(run_id).info.status != "KILLED":
                 self.client.set_terminated(run_id, status="KILLED")
         if stopped:
             _log(f"{self._name(trial)} stopped early by the scheduler after {epochs} epochs ({seconds:.0f}s)"

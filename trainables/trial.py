@@ -18,7 +18,7 @@ from tasks import NONE, get_task
 from trainables.config import PhaseConfig, TrialConfig
 from trainables.phase_cache import PhaseCache, cache_key
 from tasks.record_schema import (FINAL_ALL_LANGUAGES, FINAL_DEV_PREFIX, FINAL_EN_DEV, FINAL_ZERO_SHOT, TAG_CHECKPOINT,
-                                 TAG_ERROR, TAG_INTERMEDIATE, TAG_SELECTION_METRIC, TAG_STUDY, TAG_TARGET)
+                                 TAG_ERROR, TAG_INTERMEDIATE, TAG_STOPPED_EARLY, TAG_SELECTION_METRIC, TAG_STUDY, TAG_TARGET)
 from trainables.tracking import TrialRun
 from trainables.train_loop import ENCODER_DIR, train_phase
 
@@ -206,6 +206,14 @@ def run_trial(config: dict) -> None:
         # and Tune (and Optuna) would be left without the trial's metric.
         ray.tune.report({k: v for k, v in result.metrics.items() if isinstance(v, (int, float))})
         run.finish("FINISHED")
+    except SystemExit:
+        # Tune stops a function trainable (ASHA's early stop) by sys.exit(0) in its reporting
+        # thread: not a failure. The run is closed as KILLED, as the study's callback would.
+        try:
+            run.set_tags({TAG_STOPPED_EARLY: "true"})
+            run.finish("KILLED")
+        finally:
+            raise
     except BaseException as error:
         # Recorded as failed with its error; Tune records the trial as errored and the study goes on.
         message = "".join(traceback.format_exception_only(type(error), error)).strip()
