@@ -34,6 +34,7 @@ import argparse
 import functools
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -206,6 +207,7 @@ def main(argv=None) -> int:
                   f"(worker setup {row['setup']:.1f}s) -> start-up cost {row['startup']:.1f}s")
     finally:
         ray.shutdown()
+        shutil.rmtree(work, ignore_errors=True)
     median = {k: statistics.median(r[k] for r in rows) for k in ("plain", "trainable", "ratio", "startup", "plain_wall",
                                                                   "trainable_wall")}
     print(f"\nmedians over {len(rows)} repeats: steady-state tokens/s plain {median['plain']:.0f}, trainable "

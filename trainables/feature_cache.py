@@ -45,9 +45,15 @@ _TOKENIZER_FILE_PREFIXES = ("tokenizer", "special_tokens_map", "added_tokens", "
 
 
 def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    """The process umask, read without setting it (os.umask would race with other threads)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
 
 
 def _sha256(data: bytes | str) -> str:

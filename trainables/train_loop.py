@@ -22,6 +22,7 @@ per attempt start and per reported epoch (pid, epoch) to that file.
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import os
@@ -197,6 +198,7 @@ def train_phase(config: dict) -> None:
     model = ray.train.torch.prepare_model(model)
     bare_model = model.module if hasattr(model, "module") else model
     use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    autocast = (lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)) if use_bf16 else contextlib.nullcontext
     prefix = "intermediate/" if cfg.phase == "intermediate" else ""
     setup_seconds = time.time() - setup_started
     if rank == 0:
@@ -212,8 +214,10 @@ def train_phase(config: dict) -> None:
             cpu_batch = collate([features[i] for i in indices], tokenizer.pad_token_id)
             tokens += int(cpu_batch["attention_mask"].sum())  # counted on the host: no device sync
             batch = {k: v.to(device, non_blocking=True) for k, v in cpu_batch.items()}
-            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                loss = model(**batch).loss / opts.gradient_accumulation_steps
+            with autocast():
+                loss = model(**batch).loss
+            if opts.gradient_accumulation_steps > 1:
+                loss = loss / opts.gradient_accumulation_steps
             loss.backward()
             loss_sum += loss.detach().float()
             steps += 1
