@@ -76,6 +76,9 @@ class StudyConfig:
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
     storage_path: str = "xstilts_runs"
     data_dir: str | None = None
+    # Per-split file overrides, relative to data_dir or absolute ("<task>:<split>[:<lang>]": path),
+    # e.g. {"xnli:train": "xnli/test-en.labeled.tsv"}: see docs/tasks.md.
+    data_files: dict | None = None
     seed: int = 0
 
     @property
@@ -225,6 +228,7 @@ def parse_config(raw: Any, source: str = "config") -> StudyConfig:
         training=_build(TrainingOptions, raw.get("training"), "training"),
         mlflow=_build(MlflowConfig, raw.get("mlflow"), "mlflow"),
         storage_path=raw.get("storage_path", "xstilts_runs"), data_dir=raw.get("data_dir"),
+        data_files=raw.get("data_files"),
         seed=raw.get("seed", 0),
     )
     _check_values(config)
@@ -275,6 +279,7 @@ def _check_values(c: StudyConfig) -> None:
                           "use sqlite:///path/mlflow.db or http://host:port (MLflow 3 refuses plain ./mlruns)")
     if c.data_dir is not None and not os.path.isdir(c.data_dir):
         raise ConfigError("data_dir", f"folder {c.data_dir!r} does not exist", "point it at a folder of task data or remove it")
+    _check_data(c)
     if "://" not in c.storage_path:
         _check_writable(Path(c.storage_path), "storage_path")
     if scheme == "sqlite":
@@ -284,6 +289,37 @@ def _check_values(c: StudyConfig) -> None:
         if not os.path.isdir(os.path.expanduser(model)) or not os.path.exists(os.path.join(os.path.expanduser(model), "config.json")):
             raise ConfigError("model", f"local model folder {model!r} has no config.json",
                               f"give an HF folder (save_pretrained) or a hub name like xlm-roberta-large, or {EMBEDDED_MODEL}")
+
+
+def _check_data(c: StudyConfig) -> None:
+    """With local data, every file a trial will read must exist: found here, not mid-study."""
+    from tasks.base import DataOptions, TaskDataError
+
+    if c.data_files is not None and (not isinstance(c.data_files, dict)
+                                     or not all(isinstance(k, str) and isinstance(v, str) for k, v in c.data_files.items())):
+        raise ConfigError("data_files", "must map '<task>:<split>[:<lang>]' to a file path",
+                          "e.g. data_files: {xnli:train: xnli/test-en.labeled.tsv}")
+    try:
+        options = DataOptions(c.data_dir, None, c.seed, c.data_files)
+    except (TypeError, ValueError) as error:
+        raise ConfigError("data_files", str(error).splitlines()[0], "see docs/tasks.md for the keys") from None
+    if c.data_dir is None and not c.data_files:
+        return  # generated data or the HF hub
+    needed = [(name, "train") for name in c.intermediate_tasks if name != NONE]
+    needed += [(name, split) for name in c.target_tasks if get_task(name).kind != RETRIEVAL for split in ("train", "dev")]
+    needed += [(name, "dev") for name in c.intermediate_tasks if name != NONE]
+    for name, split in needed:
+        task = get_task(name)
+        if task.locate is None or task.has_data(split, task.train_language, options):
+            continue
+        try:
+            task.locate(split, task.train_language, options)
+            problem = "has no such file"
+        except TaskDataError as error:
+            problem = str(error).splitlines()[0]
+        raise ConfigError("data_dir" if c.data_dir else "data_files",
+                          f"task {name} needs its {task.train_language} {split} split: {problem}",
+                          f"add the file or map it with data_files: {{{name}:{split}: <path>}}")
 
 
 def sqlite_path(uri: str) -> str:

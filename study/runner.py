@@ -36,6 +36,10 @@ class ResolvedStudy:
         return os.path.join(self.storage_path, self.name)
 
     @property
+    def feature_cache_dir(self) -> str:
+        return os.path.join(self.storage_path, "feature_cache")  # tokenized splits, shared like the phase cache
+
+    @property
     def phase_cache_dir(self) -> str:
         # Shared by every study with this storage path: a phase 2 is trained once across studies.
         return os.path.join(self.storage_path, "phase_cache")
@@ -206,7 +210,8 @@ def run_study(study: ResolvedStudy, address: str | None = None, log=print, resum
                 "study_name": study.name, "target_task": target, "model_path": model_path, "seed": c.seed,
                 "storage_path": study.storage_path, "phase_cache_dir": study.phase_cache_dir,
                 "mlflow_tracking_uri": study.tracking_uri, "mlflow_experiment_id": experiment_id,
-                "mlflow_parent_run_id": parent_run_id, "data_dir": c.data_dir,
+                "mlflow_parent_run_id": parent_run_id, "data_dir": c.data_dir, "data_files": c.data_files,
+                "feature_cache_dir": study.feature_cache_dir,
                 "training": dataclasses.asdict(c.training), "resources": dataclasses.asdict(c.resources),
             }
             log(f"--- target task {target} ({task.kind}, selection metric: English dev {task.metric}) ---")

@@ -63,6 +63,7 @@ class StudyProgress(Callback):
         self.experiment_id, self.parent_run_id = experiment_id, parent_run_id
         self.target, self.metric, self.max_epochs, self.num_samples = target, selection_metric, max_epochs, num_samples
         self.started: dict[str, float] = {}
+        self.printed: dict[str, float] = {}
         self.done = 0
 
     def _name(self, trial) -> str:
@@ -75,7 +76,9 @@ class StudyProgress(Callback):
         _log(f"{self._name(trial)} started: intermediate={c.get('intermediate_task')}{lr2} target_lr={c.get('target_lr', 0):.3g}")
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        if SELECTION_METRIC in result and TIME_ATTR in result:
+        epoch = result.get(TIME_ATTR)
+        if SELECTION_METRIC in result and epoch is not None and self.printed.get(trial.trial_id) != epoch:
+            self.printed[trial.trial_id] = epoch  # the trial re-reports its last epoch at the end
             _log(f"{self._name(trial)} epoch {int(result[TIME_ATTR])}/{self.max_epochs}: "
                      f"English dev {self.metric} {result[SELECTION_METRIC]:.2f}")
 

@@ -136,3 +136,15 @@ def test_retrieval_task_cannot_be_an_intermediate():
     with pytest.raises(ConfigError) as caught:
         parse_config(_with(intermediate_tasks=["none", "tatoeba"]))
     assert "'intermediate_tasks'" in str(caught.value) and "retrieval" in str(caught.value)
+
+
+def test_missing_local_data_file_is_found_before_the_study(tmp_path):
+    with pytest.raises(ConfigError) as caught:
+        parse_config(_with(target_tasks=["xnli"], intermediate_tasks=["none"], data_dir=str(tmp_path)))
+    message = str(caught.value)
+    assert "'data_dir'" in message and "xnli" in message and "train" in message and "\n" not in message
+
+
+def test_bad_data_files_mapping():
+    with pytest.raises(ConfigError, match="'data_files'"):
+        parse_config(_with(data_files={"xnli:train": 3}))

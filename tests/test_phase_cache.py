@@ -228,7 +228,7 @@ def test_key_is_stable_and_a_short_hex_string():
 
 @pytest.mark.parametrize("name,value", [
     ("model_path", "/models/other"), ("intermediate_task", "synthetic_qqp"), ("intermediate_lr", 3e-4),
-    ("seed", 1), ("data_dir", "/data/xtreme"),
+    ("seed", 1), ("data_dir", "/data/xtreme"), ("data_files", {"mnli:train": "mnli/other.tsv"}),
 ])
 def test_key_changes_with_each_trial_field_of_phase_2(name, value):
     assert _key(dataclasses.replace(BASE, **{name: value})) != _key(BASE)
@@ -260,7 +260,7 @@ def test_key_does_not_change_with_phase_3_or_bookkeeping_fields(change):
 def test_every_determining_field_is_covered():
     """If intermediate_cache_fields grows a field, this test names it so a case gets added."""
     fields = intermediate_cache_fields(BASE)
-    assert set(fields) == {"model", "intermediate_task", "learning_rate", "seed", "data_dir", "epochs", "training",
+    assert set(fields) == {"model", "intermediate_task", "learning_rate", "seed", "data_dir", "data_files", "epochs", "training",
                            "num_workers"}
     assert set(fields["training"]) == {f.name for f in dataclasses.fields(TrainingOptions)} - {"target_epochs"}
     epochs = dataclasses.replace(BASE, training=dataclasses.replace(BASE.training, intermediate_epochs=5))

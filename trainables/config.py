@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from tasks.base import DataOptions
+
 
 @dataclass(frozen=True)
 class TrainingOptions:
@@ -47,6 +49,10 @@ class PhaseConfig:
     mlflow_tracking_uri: str | None = None
     mlflow_run_id: str | None = None  # the trial's nested run; rank 0 logs epoch metrics there
     feature_cache_dir: str | None = None  # tokenized splits shared across trials (trainables.feature_cache)
+    data_files: dict | None = None  # DataOptions.files: per-split file overrides ("<task>:<split>[:<lang>]")
+
+    def data_options(self, max_examples: int | None) -> DataOptions:
+        return DataOptions(self.data_dir, max_examples, self.seed, self.data_files)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -75,6 +81,8 @@ class TrialConfig:
     training: TrainingOptions = field(default_factory=TrainingOptions)
     resources: ResourceOptions = field(default_factory=ResourceOptions)
     data_dir: str | None = None
+    data_files: dict | None = None
+    feature_cache_dir: str | None = None
     # Retrieval targets only: the hidden_states index to mean-pool (0 = embeddings; None: the
     # default of tasks.retrieval.default_layer; negative: from the end).
     retrieval_layer: int | None = None

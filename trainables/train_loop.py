@@ -155,8 +155,8 @@ def train_phase(config: dict) -> None:
     device = ray.train.torch.get_device()
     torch.manual_seed(cfg.seed)
 
-    train_options = DataOptions(cfg.data_dir, opts.max_train_examples, cfg.seed)
-    eval_options = DataOptions(cfg.data_dir, opts.max_eval_examples, cfg.seed)
+    train_options = cfg.data_options(opts.max_train_examples)
+    eval_options = cfg.data_options(opts.max_eval_examples)
     task = get_task(cfg.task)
     if hasattr(task, "resolved"):  # labels read from the data (CCG supertags)
         task = task.resolved(train_options)
@@ -277,14 +277,17 @@ def _zero_shot(task, model, tokenizer, cfg: PhaseConfig, options: DataOptions, t
     """Every language of the target, scored with the shared metrics, plus the majority-class score."""
     results: dict[str, float] = {}
     train = train_examples() if callable(train_examples) else train_examples
-    for language in task.languages:
+    # Languages with no local evaluation file (a partial copy of a benchmark) are left out, and
+    # every average below is over the languages that were scored.
+    languages = [l for l in task.languages if l == task.train_language or task.has_data("dev", l, options)]
+    for language in languages:
         dev = dev_en if dev_en is not None and language == task.train_language else _DevSet(task, language, options, tokenizer, cfg)
         for name, value in dev.score(task, model, tokenizer, cfg, device).items():
             results[f"final/dev/{language}/{name}"] = value
         results[f"final/chance/{language}/{task.metric}"] = _majority_baseline(task, train, dev.examples, language)[task.metric]
-    zero_shot = [results[f"final/dev/{l}/{task.metric}"] for l in task.languages if l != task.train_language]
+    zero_shot = [results[f"final/dev/{l}/{task.metric}"] for l in languages if l != task.train_language]
     results["final/en_dev_score"] = results[f"final/dev/{task.train_language}/{task.metric}"]
     if zero_shot:
         results["final/zero_shot_mean"] = sum(zero_shot) / len(zero_shot)
-    results["final/all_languages_mean"] = sum(results[f"final/dev/{l}/{task.metric}"] for l in task.languages) / len(task.languages)
+    results["final/all_languages_mean"] = sum(results[f"final/dev/{l}/{task.metric}"] for l in languages) / len(languages)
     return results

@@ -68,6 +68,7 @@ def intermediate_cache_fields(trial: TrialConfig) -> dict:
     return {
         "model": trial.model_path, "intermediate_task": trial.intermediate_task,
         "learning_rate": trial.intermediate_lr, "seed": trial.seed, "data_dir": trial.data_dir,
+        "data_files": trial.data_files,
         "epochs": trial.training.intermediate_epochs,
         "training": {k: v for k, v in dataclasses.asdict(trial.training).items() if k not in ("target_epochs",)},
         "num_workers": trial.resources.num_workers,
@@ -87,6 +88,7 @@ def intermediate_encoder(trial: TrialConfig, trial_id: str, run: TrialRun) -> st
                 tokenizer_path=trial.model_path, learning_rate=trial.intermediate_lr,
                 epochs=trial.training.intermediate_epochs, seed=trial.seed, training=trial.training,
                 data_dir=trial.data_dir, mlflow_tracking_uri=trial.mlflow_tracking_uri, mlflow_run_id=run.run_id,
+                data_files=trial.data_files, feature_cache_dir=trial.feature_cache_dir,
             )
             started = time.time()
             result = _fit(phase, trial, f"{trial_id}-intermediate", report_to_tune=False)
@@ -137,7 +139,7 @@ def retrieval_target(trial: TrialConfig, target, encoder: str, run: TrialRun) ->
     model = load_encoder(encoder).to(device)
     layer = resolve_layer(model.config.num_hidden_layers, trial.retrieval_layer)
     run.log_params({"retrieval_layer": layer})
-    options = DataOptions(trial.data_dir, trial.training.max_eval_examples, trial.seed)
+    options = DataOptions(trial.data_dir, trial.training.max_eval_examples, trial.seed, trial.data_files)
     scores = evaluate_retrieval(target, model, tokenizer, options, layer=layer,
                                 batch_size=trial.training.eval_batch_size, max_length=trial.training.max_length,
                                 device=device)
@@ -192,7 +194,8 @@ def run_trial(config: dict) -> None:
         phase = PhaseConfig(
             phase="target", task=trial.target_task, init_path=encoder, tokenizer_path=trial.model_path,
             learning_rate=trial.target_lr, epochs=trial.training.target_epochs, seed=trial.seed,
-            training=trial.training, data_dir=trial.data_dir,
+            training=trial.training, data_dir=trial.data_dir, data_files=trial.data_files,
+            feature_cache_dir=trial.feature_cache_dir,
             mlflow_tracking_uri=trial.mlflow_tracking_uri, mlflow_run_id=run.run_id,
         )
         result = _fit(phase, trial, f"{trial_id}-target", report_to_tune=True)
