@@ -16,36 +16,11 @@ from tasks.modeling import (TRAINABLE_KINDS, Features, MultipleChoiceFeatures, Q
                             batches_by_length, choice_label, collate, decode_answers, effective_doc_stride,
                             encode, evaluate, head_class, load_model_for_task, majority_baseline, predict, score)
 
-TINY_SPEC = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, mlm_steps=0)
+pytestmark = pytest.mark.usefixtures("one_thread")  # one_thread, tokenizer_dir, tokenizer: tests/conftest.py
 
 
 def _no_data(split, language, options):
     return []
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models train fastest on one thread (and do not fight other processes for cores)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="session")
-def tokenizer_dir(tmp_path_factory):
-    """The embedded model's tokenizer (a tiny XLM-R-style Unigram), built once per session."""
-    from trainables.embedded_model import EmbeddedModelSpec, ensure_embedded_model
-
-    cache = tmp_path_factory.getbasetemp() / "xstilts-embedded"
-    return ensure_embedded_model(cache, EmbeddedModelSpec(**TINY_SPEC), log=lambda *_: None)
-
-
-@pytest.fixture(scope="session")
-def tokenizer(tokenizer_dir):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(tokenizer_dir)
 
 
 @pytest.fixture(scope="session")

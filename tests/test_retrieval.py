@@ -15,7 +15,7 @@ transformers.logging.set_verbosity_error()
 from tasks.retrieval import (bucc_candidates, bucc_scores, default_layer, embed_sentences,  # noqa: E402
                              evaluate_corpus, evaluate_retrieval, optimal_threshold, resolve_layer, tatoeba_scores)
 
-TINY_SPEC = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, mlm_steps=0)
+pytestmark = pytest.mark.usefixtures("one_thread")  # one_thread, tokenizer_dir, tokenizer: tests/conftest.py
 SENTENCES = [
     "the dog sees the cat",
     "Maria Silva visits the big garden in Lagos",
@@ -23,29 +23,6 @@ SENTENCES = [
     "a small red boat",
     "the happy child paints the green house with the bright window",
 ]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="session")
-def tokenizer_dir(tmp_path_factory):
-    from trainables.embedded_model import EmbeddedModelSpec, ensure_embedded_model
-
-    cache = tmp_path_factory.getbasetemp() / "xstilts-embedded"
-    return ensure_embedded_model(cache, EmbeddedModelSpec(**TINY_SPEC), log=lambda *_: None)
-
-
-@pytest.fixture(scope="session")
-def tokenizer(tokenizer_dir):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(tokenizer_dir)
 
 
 @pytest.fixture(scope="session")
