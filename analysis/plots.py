@@ -206,3 +206,69 @@ def study_comparison(summaries: Sequence[StudySummary]) -> bytes | None:
     ax.set_title("Studies side by side", fontsize=9)
     ax.legend(fontsize=7)
     return _png(figure)
+
+
+# ------------------------------------------------------------------------------------------------
+# Research questions (analysis.questions)
+# ------------------------------------------------------------------------------------------------
+
+def returns_curve(curves) -> bytes | None:
+    """Score against the number of languages in the intermediate data, one panel per curve
+    (`analysis.questions.ReturnsCurve`): the measured points, `none` at n = 0 (dashed), the
+    fitted a + b ln(n) and a dotted line at the first n whose fitted gain per added language is
+    below the threshold."""
+    curves = [c for c in curves if c.points and c.fit is not None]
+    if not curves:
+        return None
+    columns = min(3, len(curves))
+    rows = math.ceil(len(curves) / columns)
+    figure = _figure(max(6.0, 3.6 * columns + 0.4), 3.0 * rows + 0.4)
+    axes = figure.subplots(rows, columns, squeeze=False)
+    for k, curve in enumerate(curves):
+        ax = axes[k // columns][k % columns]
+        ns = [p.n for p in curve.points]
+        top = max(ns + [curve.fitted_point])
+        xs = [1 + (top - 1) * i / 100 for i in range(101)]
+        ax.plot(xs, [curve.fit(x) for x in xs], color="C0", linewidth=1.2,
+                label=f"fit: {curve.fit.text(1, 2)}")
+        ax.scatter(ns, [p.score for p in curve.points], color="C0", zorder=3, s=30, label="measured")
+        if curve.baseline is not None:
+            ax.scatter([0], [curve.baseline], color="0.35", marker="s", zorder=3, s=30, label=f"{NONE} (n = 0)")
+            ax.axhline(curve.baseline, color="0.35", linestyle="dashed", linewidth=0.8)
+        ax.axvline(curve.fitted_point, color="C3", linestyle="dotted", linewidth=1.2,
+                   label=f"fitted gain/language < {curve.threshold:g} from n = {curve.fitted_point}")
+        ax.set_xticks(sorted(set([0] * (curve.baseline is not None) + ns + [curve.fitted_point])))
+        ax.set_xlabel("languages in the intermediate data (n)")
+        ax.set_ylabel(f"all-language dev {curve.metric}")
+        ax.set_title(curve.target, fontsize=9)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=6.5, loc="lower right")
+    for k in range(len(curves), rows * columns):
+        axes[k // columns][k % columns].set_visible(False)
+    figure.suptitle("Diminishing returns: score against languages in the intermediate data", fontsize=10)
+    return _png(figure)
+
+
+def family_bars(result, grouping: str = "family") -> bytes | None:
+    """Mean gain over the zero-shot baseline per language family (or distance bucket), one bar
+    per arm (`analysis.questions.FamilyGains`)."""
+    rows = [r for r in result.rows if r.grouping == grouping]
+    if not rows or not result.arms:
+        return None
+    colors = _colors([NONE] + result.arms)
+    figure = _figure(max(4.5, 0.9 * len(rows) * max(1, len(result.arms)) ** 0.5 + 3), 3.4)
+    ax = figure.add_subplot()
+    width = 0.8 / len(result.arms)
+    for n, arm in enumerate(result.arms):
+        xs = [k - 0.4 + width * (n + 0.5) for k in range(len(rows))]
+        values = [r.gains[arm] if r.gains[arm] is not None else math.nan for r in rows]
+        ax.bar(xs, values, width, label=arm, color=colors[arm],
+               hatch="//" if arm.endswith("[translate_train]") else None)
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_xticks(range(len(rows)), [f"{r.group}\n({len(r.languages)})" for r in rows], fontsize=7,
+                  rotation=30 if len(rows) > 6 else 0)
+    ax.set_ylabel(f"Δ dev {result.metric} vs {NONE} (zero-shot)")
+    what = "language family" if grouping == "family" else "distance from English"
+    ax.set_title(f"{result.target}: mean gain over the baseline by {what} (languages in brackets)", fontsize=9)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return _png(figure)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from analysis import plots
+from analysis import plots, questions
 from analysis.records import StudyRecord
 from analysis.tables import (NONE, StudySummary, Table, comparison_tables, language_gain_table, language_table,
                              selection_rules_table, summary_json, english_dev_table, zero_shot_table)
@@ -80,7 +80,45 @@ def _figure(key: str, caption: str, png: bytes | None) -> list:
     return [Figure(key, caption, png)] if png else []
 
 
-def build_sections(summary: StudySummary, compare: Sequence[StudySummary] = ()) -> list[Section]:
+def question_sections(summary: StudySummary, returns_threshold: float = questions.DEFAULT_RETURNS_THRESHOLD) -> list[Section]:
+    """The research-question sections (analysis.questions), each only when the study has what it
+    needs: both target_train values or several language families; two or more language counts in
+    the intermediate data; English-only and non-English intermediate data; two or more types of
+    intermediate task."""
+    sections = []
+    if questions.show_family_section(summary):
+        section = Section("Gains by language family and distance from English")
+        for target in summary.targets:
+            result = questions.family_gains(summary, target)
+            if result is None:
+                continue
+            section.blocks += [questions.family_table(result, "distance"), questions.family_table(result, "family")]
+            families = {row.group for row in result.rows if row.grouping == "family" and row.group != "Indo-European"}
+            grouping = "family" if len(families) >= 2 else "distance"
+            section.blocks += _figure(f"{grouping}-gains-{_slug(target)}",
+                                      f"{target}: mean gain over the zero-shot baseline per {'language family' if grouping == 'family' else 'distance bucket'}"
+                                      " (hatched: translate-train arms).", plots.family_bars(result, grouping))
+        if section.blocks:
+            sections.append(section)
+    curves = questions.returns_curves(summary, returns_threshold)
+    if curves:
+        sections.append(Section("Diminishing returns: languages in the intermediate data", [
+            *[questions.returns_table(curve) for curve in curves],
+            *_figure("returns_curve", "Score against the number of languages in the intermediate data: measured points, "
+                     f"the least-squares fit a + b ln(n), `{NONE}` at n = 0, and (dotted) the first n whose fitted gain "
+                     f"per added language is below {returns_threshold:g} points.", plots.returns_curve(curves)),
+        ]))
+    mixtures = [m for t in summary.targets if (m := questions.mixture_comparison(summary, t)) is not None]
+    if mixtures:
+        sections.append(Section("English plus non-English intermediate data", [questions.mixture_table(m) for m in mixtures]))
+    types = questions.intermediate_types(summary)
+    if types is not None:
+        sections.append(Section("Intermediate tasks by type", [questions.types_table(types)]))
+    return sections
+
+
+def build_sections(summary: StudySummary, compare: Sequence[StudySummary] = (),
+                   returns_threshold: float = questions.DEFAULT_RETURNS_THRESHOLD) -> list[Section]:
     """The report's content, in order; rendered to HTML and Markdown alike."""
     sections = [
         Section("Main tables", [
@@ -99,6 +137,7 @@ def build_sections(summary: StudySummary, compare: Sequence[StudySummary] = ()) 
         languages.blocks += _figure(f"languages-{_slug(target)}", f"{target}: dev score per language of each intermediate "
                                     "task's English-dev-selected trial; dashed: majority class.", plots.language_bars(summary, target))
     sections.append(languages)
+    sections += question_sections(summary, returns_threshold)
     sections.append(Section("Model selection: English dev vs. oracle", [selection_rules_table(summary)]))
     sections.append(Section("Search", [
         *_figure("lr_sensitivity", "English dev score against the target learning rate (log scale), per intermediate "
@@ -177,11 +216,14 @@ def render_markdown(summary: StudySummary, sections: list[Section], meta: list[t
 
 
 def write_report(summary: StudySummary, out_dir: str | Path, study: StudyRecord | None = None,
-                 compare: Sequence[StudySummary] = ()) -> ReportFiles:
-    """Write report.html (self-contained), report.md + its PNGs, and summary.json into `out_dir`."""
+                 compare: Sequence[StudySummary] = (),
+                 returns_threshold: float = questions.DEFAULT_RETURNS_THRESHOLD) -> ReportFiles:
+    """Write report.html (self-contained), report.md + its PNGs, and summary.json into `out_dir`.
+    `returns_threshold`: points per added language below which the diminishing-returns section
+    calls the gain of more languages not worth it."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    sections = build_sections(summary, compare)
+    sections = build_sections(summary, compare, returns_threshold)
     meta = _meta(summary, study, compare)
     images = []
     for section in sections:
@@ -193,7 +235,8 @@ def write_report(summary: StudySummary, out_dir: str | Path, study: StudyRecord 
     html_path, md_path, json_path = out / HTML_NAME, out / MARKDOWN_NAME, out / JSON_NAME
     html_path.write_text(render_html(summary, sections, meta), encoding="utf-8")
     md_path.write_text(render_markdown(summary, sections, meta), encoding="utf-8")
-    data = {"study": summary_json(summary), "compare": [summary_json(s) for s in compare]}
+    data = {"study": summary_json(summary), "questions": questions.questions_json(summary, returns_threshold),
+            "compare": [summary_json(s) for s in compare]}
     json_path.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
     return ReportFiles(html_path, md_path, json_path, tuple(images))
 

@@ -39,6 +39,10 @@ from tasks.record_schema import FINAL_ALL_LANGUAGES, FINAL_CHANCE_PREFIX, FINAL_
 from tasks.xtreme_eval import xtreme_aggregate
 
 HONEST, ORACLE = "en_dev", "oracle_all_languages"
+# How phase 3 trained (the trial param `target_train`): zero-shot from English, or on the training
+# sets of every target language (translate-train). A study may search both: then each
+# intermediate task gives two rows ("arms"), the second labelled `<intermediate> [translate_train]`.
+ENGLISH, TRANSLATE_TRAIN = "english", "translate_train"
 XTREME_STYLE_NOTE = (
     "XTREME-style score: tasks.xtreme_eval's XTREME aggregation over the targets present in the "
     "study (the mean over targets of each target's mean over its languages, on its selection "
@@ -121,6 +125,15 @@ def _float(value: Any) -> float | None:
         return None
 
 
+def arm_label(trial: TrialRecord) -> str:
+    """The row a trial belongs to: its intermediate task, marked when phase 3 was not zero-shot
+    (so that translate-train trials are never compared, selected or averaged with zero-shot ones)."""
+    intermediate = trial.intermediate_task or "(unknown)"
+    if trial.params.get("target_train") == TRANSLATE_TRAIN:
+        return f"{intermediate} [{TRANSLATE_TRAIN}]"
+    return intermediate
+
+
 def summarize(trials: Iterable[TrialRecord], name: str = "") -> StudySummary:
     """Read the study's trial records once and keep what the tables and plots need."""
     cells: dict[tuple[str, str], Cell] = {}
@@ -132,7 +145,7 @@ def summarize(trials: Iterable[TrialRecord], name: str = "") -> StudySummary:
     per_target = BestTracker((HONEST, ORACLE))
     per_cell = BestTracker((HONEST, ORACLE))
     for trial in trials:
-        target, intermediate = trial.target_task or "(unknown)", trial.intermediate_task or "(unknown)"
+        target, intermediate = trial.target_task or "(unknown)", arm_label(trial)
         key = (intermediate, target)
         cell = cells.setdefault(key, Cell(intermediate, target))
         cell.started += 1
@@ -243,6 +256,7 @@ def _trial_json(trial: TrialRecord | None) -> dict | None:
         return None
     return {
         "run_id": trial.run_id, "trial_id": trial.trial_id, "intermediate_task": trial.intermediate_task,
+        "arm": arm_label(trial), "target_train": trial.params.get("target_train", ENGLISH),
         "intermediate_lr": _float(trial.params.get("intermediate_lr")), "target_lr": _float(trial.params.get("target_lr")),
         "en_dev": trial.en_dev_score, "all_languages": trial.metrics.get(FINAL_ALL_LANGUAGES),
         "zero_shot": trial.metrics.get(FINAL_ZERO_SHOT), "per_language": trial.language_scores(),
@@ -508,7 +522,7 @@ def selection_rules_table(summary: StudySummary) -> Table:
                 continue
             t = selection.best
             intermediate_lr = _lr(_float(t.params.get("intermediate_lr"))) if t.intermediate_task != NONE else "–"
-            rows.append([target, labels[rule], t.trial_id, t.intermediate_task, intermediate_lr,
+            rows.append([target, labels[rule], t.trial_id, arm_label(t), intermediate_lr,
                          _lr(_float(t.params.get("target_lr"))), _num(t.en_dev_score),
                          _num(t.metrics.get(FINAL_ALL_LANGUAGES)), _num(t.metrics.get(FINAL_ZERO_SHOT)),
                          str(selection.candidates), "same trial" if same else "differ"])
@@ -575,7 +589,7 @@ def comparison_tables(summaries: Sequence[StudySummary]) -> list[Table]:
                 row += ["–"] * 4
                 continue
             t = selection.best
-            row += [t.intermediate_task, _num(t.en_dev_score), _num(t.metrics.get(FINAL_ALL_LANGUAGES)), str(selection.candidates)]
+            row += [arm_label(t), _num(t.en_dev_score), _num(t.metrics.get(FINAL_ALL_LANGUAGES)), str(selection.candidates)]
         rows.append(row)
     second = Table(
         "compare_best", "Studies side by side: best trial per target (selected on English dev)",

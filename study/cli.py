@@ -107,6 +107,10 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--compare", nargs="+", metavar="STUDY", default=[],
                         help="other studies of the experiment to put side by side")
     report.add_argument("--no-log", action="store_true", help="do not log the report to the study's MLflow run")
+    report.add_argument("--returns-threshold", type=float, default=0.5, metavar="POINTS",
+                        help="diminishing returns: the gain per added intermediate language (points of the score) "
+                             "below which more languages are not worth it; the report names the language count "
+                             "from which the gain drops below it (default: 0.5)")
 
     evaluate = sub.add_parser("evaluate", help="score XTREME prediction folders like the official evaluate.py",
                               description="Score a prediction folder against a label folder in the layout and file "
@@ -163,6 +167,7 @@ def cmd_resume(args) -> int:
 def _run_and_summarise(study, address, resume_run_id=None) -> int:
     from analysis.records import find_study, iter_trials
     from analysis.select import best_per_target, selection_table
+    from study.config import ConfigError
     from study.runner import run_study
 
     config = study.config
@@ -174,6 +179,8 @@ def _run_and_summarise(study, address, resume_run_id=None) -> int:
     except ConnectionError as error:
         print(f"xstilts run: error: cannot reach Ray at --address {address}: {error}", file=sys.stderr)
         return EXIT_FAILURE
+    except ConfigError as error:  # checks that need the cluster (study.storage): still bad input
+        return _bad_input("resume" if resume_run_id else "run", str(error))
     record = find_study(study.tracking_uri, config.mlflow.experiment, study.name)
     selections = best_per_target(iter_trials(record))
     print("\n=== best trial per target task (selected on the English dev metric) ===")
@@ -256,13 +263,15 @@ def cmd_report(args) -> int:
     out = os.path.abspath(args.out)
     if os.path.exists(out) and not os.path.isdir(out):
         return _bad_input("report", f"--out {out} exists and is not a folder; choose a folder")
+    if not args.returns_threshold > 0:
+        return _bad_input("report", f"--returns-threshold must be > 0 points per added language, got {args.returns_threshold}")
     records = _find_studies("report", args, [args.study, *args.compare])
     if isinstance(records, int):
         return records
     record, others = records[0], records[1:]
     summary = summarize(iter_trials(record), record.name)
     compared = [summarize(iter_trials(other), other.name) for other in others]
-    files = write_report(summary, out, study=record, compare=compared)
+    files = write_report(summary, out, study=record, compare=compared, returns_threshold=args.returns_threshold)
     print(f"report of study {record.name}: {files.html} (self-contained), {files.markdown} (+ {len(files.images)} PNG)")
     if not args.no_log:
         uri = log_report(args.tracking_uri, record.run_id, files)

@@ -53,6 +53,23 @@ class SearchConfig:
     # Start each target's search with the no-intermediate baseline (when `none` is a choice), so
     # every intermediate task is compared with it; the sampler takes over from there.
     baseline_first: bool = True
+    # Then every other intermediate choice once (middle learning rates), so the intermediate x
+    # target table has every cell as soon as num_samples >= the number of choices; the sampler
+    # searches learning rates from there.
+    each_intermediate_first: bool = False
+
+
+@dataclass(frozen=True)
+class MixtureConfig:
+    """A named multi-task intermediate: its "task" / "task@lang" training splits and how steps
+    are shared out among them (tasks.mixture: proportional, or temperature T)."""
+
+    tasks: tuple[str, ...]
+    sampling: str = "proportional"
+    temperature: float = 1.0
+    # One weight per task (> 0), multiplying its sampling weight: sets a ratio between sources of
+    # equal size (e.g. [3, 1] for English : German 3 : 1). None: all 1.
+    weights: tuple | None = None
 
 
 @dataclass(frozen=True)
@@ -80,17 +97,51 @@ class StudyConfig:
     # e.g. {"xnli:train": "xnli/test-en.labeled.tsv"}: see docs/tasks.md.
     data_files: dict | None = None
     seed: int = 0
+    # Named multi-task intermediates, usable in intermediate_tasks: {name: MixtureConfig}.
+    mixtures: dict[str, MixtureConfig] = field(default_factory=dict)
 
     @property
     def uses_embedded_model(self) -> bool:
         return self.model == EMBEDDED_MODEL
+
+    def intermediate_sources(self, name: str) -> tuple[str, ...]:
+        """The "task@lang" training splits behind an intermediate_tasks entry (() for none)."""
+        if name == NONE:
+            return ()
+        specs = self.mixtures[name].tasks if name in self.mixtures else (name,)
+        return tuple(_full_source(spec) for spec in specs)
+
+    def intermediate_catalog(self) -> dict[str, dict]:
+        """What each intermediate choice trains on, as the trial config carries it."""
+        catalog = {}
+        for name in self.intermediate_tasks:
+            mixture = self.mixtures.get(name)
+            catalog[name] = {"sources": list(self.intermediate_sources(name)),
+                             "sampling": mixture.sampling if mixture else "proportional",
+                             "temperature": mixture.temperature if mixture else 1.0,
+                             "weights": list(mixture.weights) if mixture and mixture.weights else None}
+        return catalog
+
+    @property
+    def target_train_choices(self) -> tuple[str, ...]:
+        spec = self.search_space.get("target_train")
+        return tuple(spec.values) if spec else ("english",)
+
+
+def _full_source(spec: str) -> str:
+    from tasks.mixture import parse_source, source_name
+
+    task, language = parse_source(spec)
+    return source_name(task, language or get_task(task).train_language)
 
 
 SEARCH_PARAMS = {
     "intermediate_lr": "learning rate of phase 2 (intermediate task)",
     "target_lr": "learning rate of phase 3 (target task)",
     "retrieval_layer": "hidden_states index pooled for retrieval targets (0 = embeddings; XTREME: 14 of 24)",
+    "target_train": "how phase 3 trains: english (zero-shot) or translate_train (every target language's train split)",
 }
+TARGET_TRAIN = ("english", "translate_train")
 RETRIEVAL = "retrieval"  # target-only kind: no phase 3, the phase-2 encoder is evaluated directly
 PARAM_TYPES = ("loguniform", "uniform", "choice")
 
@@ -150,6 +201,12 @@ def _param_spec(name: str, raw: Any) -> ParamSpec:
         if spec.low > spec.high:
             raise ConfigError(f"{where}.low", f"low {spec.low:g} > high {spec.high:g}", "swap them")
         numbers = [spec.low, spec.high]
+    if name == "target_train":
+        if spec.type != "choice" or not spec.values or not all(v in TARGET_TRAIN for v in spec.values) \
+                or len(set(spec.values)) != len(spec.values):
+            raise ConfigError(where, f"must be {{type: choice, values: [...]}} of {', '.join(TARGET_TRAIN)}, got {raw!r}",
+                              "e.g. {type: choice, values: [english, translate_train]}")
+        return spec
     if name == "retrieval_layer":
         if spec.type != "choice" or not all(isinstance(v, int) and not isinstance(v, bool) for v in spec.values):
             raise ConfigError(where, "must be {type: choice, values: [...]} of layer numbers (integers)",
@@ -161,22 +218,39 @@ def _param_spec(name: str, raw: Any) -> ParamSpec:
     return spec
 
 
-def _task_list(raw: Any, where: str, allow_none: bool, allowed_kinds: tuple[str, ...]) -> tuple[str, ...]:
+def _check_source(spec: Any, where: str, allowed_kinds: tuple[str, ...]) -> None:
+    """A task name, or "task@lang" (that language's training split), of an allowed kind."""
+    from tasks.mixture import parse_source
+
+    if not isinstance(spec, str) or not spec:
+        raise ConfigError(where, f"entries must be task names, got {spec!r}", "e.g. mnli or xnli@de")
+    try:
+        name, language = parse_source(spec)
+        task = get_task(name)
+    except (UnknownTaskError, ValueError) as error:
+        raise ConfigError(where, str(error).splitlines()[0]) from None
+    if task.kind not in allowed_kinds:
+        raise ConfigError(where, f"task {name!r} is of kind {task.kind!r}, which cannot be used here",
+                          f"use tasks of kind {', '.join(allowed_kinds)}")
+    if language is not None and language not in task.languages and language != task.train_language:
+        raise ConfigError(where, f"task {name} has no language {language!r}",
+                          f"use one of: {', '.join(task.languages)}")
+
+
+def _task_list(raw: Any, where: str, allow_none: bool, allowed_kinds: tuple[str, ...],
+               mixtures: dict | None = None, allow_language: bool = False) -> tuple[str, ...]:
     if isinstance(raw, str):
         raw = [raw]
     if not isinstance(raw, list) or not raw:
         raise ConfigError(where, f"must be a non-empty list of task names, got {raw!r}",
                           f"e.g. [{', '.join(list(TASKS)[:2])}]")
     for name in raw:
-        if allow_none and name == NONE:
+        if allow_none and name == NONE or mixtures and name in mixtures:
             continue
-        try:
-            task = get_task(str(name))
-        except UnknownTaskError as error:
-            raise ConfigError(where, str(error)) from None
-        if task.kind not in allowed_kinds:
-            raise ConfigError(where, f"task {name!r} is of kind {task.kind!r}, which cannot be used here",
-                              f"use tasks of kind {', '.join(allowed_kinds)}")
+        if not allow_language and isinstance(name, str) and "@" in name:
+            raise ConfigError(where, f"{name!r}: a target task is trained in English and evaluated in every language",
+                              "name the task alone (for target-language training use search_space.target_train)")
+        _check_source(name, where, allowed_kinds)
     if len(set(raw)) != len(raw):
         raise ConfigError(where, "lists a task twice", "remove the duplicate")
     return tuple(raw)
@@ -202,8 +276,13 @@ def parse_config(raw: Any, source: str = "config") -> StudyConfig:
 
     targets = _task_list(raw["target_tasks"], "target_tasks", allow_none=False,
                          allowed_kinds=TRAINABLE_KINDS + (RETRIEVAL,))
+    mixtures = _mixtures(raw.get("mixtures"))
     intermediates = _task_list(raw["intermediate_tasks"], "intermediate_tasks", allow_none=True,
-                               allowed_kinds=TRAINABLE_KINDS)
+                               allowed_kinds=TRAINABLE_KINDS, mixtures=mixtures, allow_language=True)
+    unused = [name for name in mixtures if name not in intermediates]
+    if unused:
+        raise ConfigError(f"mixtures.{unused[0]}", "is defined but not listed in intermediate_tasks",
+                          f"add {unused[0]} to intermediate_tasks or remove the mixture")
 
     space_raw = raw["search_space"]
     if not isinstance(space_raw, dict) or not space_raw:
@@ -229,10 +308,56 @@ def parse_config(raw: Any, source: str = "config") -> StudyConfig:
         mlflow=_build(MlflowConfig, raw.get("mlflow"), "mlflow"),
         storage_path=raw.get("storage_path", "xstilts_runs"), data_dir=raw.get("data_dir"),
         data_files=raw.get("data_files"),
-        seed=raw.get("seed", 0),
+        seed=raw.get("seed", 0), mixtures=mixtures,
     )
     _check_values(config)
     return config
+
+
+def _mixtures(raw: Any) -> dict[str, MixtureConfig]:
+    from tasks.mixture import SAMPLING_MODES
+
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError("mixtures", f"must be a mapping of name to mixture, got {type(raw).__name__}",
+                          "e.g. mixtures: {nli_qa: {tasks: [mnli, squad]}}")
+    mixtures = {}
+    for name, body in raw.items():
+        where = f"mixtures.{name}"
+        if not isinstance(name, str) or not name or not all(c.isalnum() or c in "-_." for c in name):
+            raise ConfigError(where, "a mixture name must be letters, digits, '-', '_' or '.'", "rename it")
+        if name == NONE or name in TASKS:
+            raise ConfigError(where, f"{name!r} is already a task name", "give the mixture another name")
+        if not isinstance(body, dict):
+            raise ConfigError(where, f"must be a mapping, got {body!r}", "e.g. {tasks: [mnli, squad], sampling: proportional}")
+        tasks = body.get("tasks")
+        if isinstance(tasks, list):
+            body = {**body, "tasks": tuple(tasks)}
+        if isinstance(body.get("weights"), list):
+            body = {**body, "weights": tuple(body["weights"])}
+        mixture = _build(MixtureConfig, body, where)
+        if not isinstance(mixture.tasks, tuple) or len(mixture.tasks) < 2:
+            raise ConfigError(f"{where}.tasks", f"must list at least two tasks, got {tasks!r}",
+                              "e.g. [mnli, squad] or [xnli, xnli@de]; a single task goes in intermediate_tasks directly")
+        for spec in mixture.tasks:
+            _check_source(spec, f"{where}.tasks", TRAINABLE_KINDS)
+        if len({_full_source(spec) for spec in mixture.tasks}) != len(mixture.tasks):
+            raise ConfigError(f"{where}.tasks", "lists a training split twice", "remove the duplicate")
+        if mixture.weights is not None and (
+                not isinstance(mixture.weights, tuple) or len(mixture.weights) != len(mixture.tasks)
+                or not all(isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w) and w > 0
+                           for w in mixture.weights)):
+            raise ConfigError(f"{where}.weights", f"must be one number > 0 per task ({len(mixture.tasks)}), "
+                              f"got {body.get('weights')!r}", "e.g. weights: [3, 1]")
+        if mixture.sampling not in SAMPLING_MODES:
+            raise ConfigError(f"{where}.sampling", f"unknown sampling {mixture.sampling!r}",
+                              f"use one of: {', '.join(SAMPLING_MODES)}")
+        if not math.isfinite(mixture.temperature) or mixture.temperature <= 0:
+            raise ConfigError(f"{where}.temperature", f"must be a number > 0, got {mixture.temperature!r}",
+                              "e.g. 2.0 (1.0 = proportional)")
+        mixtures[name] = mixture
+    return mixtures
 
 
 def _positive_int(value: Any, where: str, fix: str) -> None:
@@ -270,6 +395,21 @@ def _check_values(c: StudyConfig) -> None:
     if t.weight_decay < 0 or t.max_grad_norm <= 0:
         raise ConfigError("training.weight_decay" if t.weight_decay < 0 else "training.max_grad_norm",
                           "is out of range", "use weight_decay >= 0 and max_grad_norm > 0")
+    if t.mlm_weight < 0 or not math.isfinite(t.mlm_weight):
+        raise ConfigError("training.mlm_weight", f"must be >= 0, got {t.mlm_weight}", "use 0 (off) or e.g. 0.5")
+    if t.mlm_weight > 0:
+        if t.mlm_corpus is None and not c.uses_embedded_model:
+            raise ConfigError("training.mlm_corpus", "is missing (training.mlm_weight > 0)",
+                              "give a text file of unlabeled multilingual sentences, one per line")
+        if t.mlm_corpus not in (None, "synthetic") and not os.path.isfile(t.mlm_corpus):
+            raise ConfigError("training.mlm_corpus", f"file {t.mlm_corpus!r} does not exist",
+                              "give a text file with one sentence per line, or set mlm_weight: 0")
+    if not 0 < t.mlm_probability < 1:
+        raise ConfigError("training.mlm_probability", f"must be in (0, 1), got {t.mlm_probability}", "BERT uses 0.15")
+    if t.early_stopping_patience is not None:
+        _positive_int(t.early_stopping_patience, "training.early_stopping_patience", "use 1 or more epochs, or null")
+    if not 0 < t.holdout_fraction < 1:
+        raise ConfigError("training.holdout_fraction", f"must be in (0, 1), got {t.holdout_fraction}", "use e.g. 0.1")
     if c.search.grace_period > t.target_epochs:
         raise ConfigError("search.grace_period", f"{c.search.grace_period} > training.target_epochs {t.target_epochs}",
                           "ASHA could never stop a trial; lower grace_period")
@@ -304,22 +444,49 @@ def _check_data(c: StudyConfig) -> None:
     except (TypeError, ValueError) as error:
         raise ConfigError("data_files", str(error).splitlines()[0], "see docs/tasks.md for the keys") from None
     if c.data_dir is None and not c.data_files:
-        return  # generated data or the HF hub
-    needed = [(name, "train") for name in c.intermediate_tasks if name != NONE]
-    needed += [(name, split) for name in c.target_tasks if get_task(name).kind != RETRIEVAL for split in ("train", "dev")]
-    needed += [(name, "dev") for name in c.intermediate_tasks if name != NONE]
-    for name, split in needed:
+        # Generated data or the HF hub: a task that is on neither (CCG is licensed; LAReQA and
+        # Mewsli-X ship as files) would fail in every trial.
+        for name in c.target_tasks + tuple(s for n in c.intermediate_tasks for s in c.intermediate_sources(n)):
+            task = get_task(name.split("@")[0])
+            if task.locate is not None and not task.hub:
+                raise ConfigError("data_dir", f"task {task.name} is not on the HF hub and no local data is configured",
+                                  f"set data_dir (or data_files) to your copy of {task.name}; see docs/tasks.md")
+        return
+    # (task, split, language, field): every file a trial must read. Training splits only: a task
+    # without an English dev split validates on a subset held out of its training split.
+    needed = [(*_split_of(source), "intermediate_tasks") for name in c.intermediate_tasks
+              for source in c.intermediate_sources(name)]
+    needed += [(name, "train", get_task(name).train_language, "target_tasks") for name in c.target_tasks
+               if get_task(name).kind != RETRIEVAL]
+    for name, split, language, _ in needed:
         task = get_task(name)
-        if task.locate is None or task.has_data(split, task.train_language, options):
+        if task.locate is None or task.has_data(split, language, options):
             continue
         try:
-            task.locate(split, task.train_language, options)
+            task.locate(split, language, options)
             problem = "has no such file"
         except TaskDataError as error:
             problem = str(error).splitlines()[0]
+        key = f"{name}:{split}" + (f":{language}" if language != task.train_language else "")
         raise ConfigError("data_dir" if c.data_dir else "data_files",
-                          f"task {name} needs its {task.train_language} {split} split: {problem}",
-                          f"add the file or map it with data_files: {{{name}:{split}: <path>}}")
+                          f"task {name} needs its {language} {split} split: {problem}",
+                          f"add the file or map it with data_files: {{{key}: <path>}}")
+    if "translate_train" in c.target_train_choices:
+        for name in c.target_tasks:
+            task = get_task(name)
+            if task.kind == RETRIEVAL or task.locate is None:
+                continue
+            if not any(task.has_data("train", l, options) for l in task.languages if l != task.train_language):
+                raise ConfigError("search_space.target_train",
+                                  f"translate_train needs non-English training splits of {name}, and none was found",
+                                  f"map them with data_files: {{{name}:train:<lang>: <path>}} or search english only")
+
+
+def _split_of(source: str) -> tuple[str, str, str]:
+    from tasks.mixture import parse_source
+
+    name, language = parse_source(source)
+    return name, "train", language or get_task(name).train_language
 
 
 def sqlite_path(uri: str) -> str:

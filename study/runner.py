@@ -50,6 +50,17 @@ def resolve(config: StudyConfig, name: str | None = None) -> ResolvedStudy:
     uri = config.mlflow.tracking_uri
     if uri.startswith("sqlite:"):
         uri = "sqlite:///" + str(Path(sqlite_path(uri)).expanduser().absolute())
+    # Local paths become absolute here: trials may run in another working directory (or node).
+    changes = {}
+    if config.data_dir is not None:
+        changes["data_dir"] = str(Path(config.data_dir).expanduser().absolute())
+    elif config.data_files:
+        changes["data_files"] = {k: str(Path(v).expanduser().absolute()) for k, v in config.data_files.items()}
+    model = config.model
+    if not config.uses_embedded_model and os.path.isdir(os.path.expanduser(model)):
+        changes["model"] = str(Path(model).expanduser().absolute())
+    if changes:
+        config = dataclasses.replace(config, **changes)
     return ResolvedStudy(config, name or f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}", storage, uri)
 
 
@@ -147,9 +158,32 @@ def _config_yaml(study: ResolvedStudy) -> str:
                                  mlflow=dataclasses.replace(study.config.mlflow, tracking_uri=study.tracking_uri))
     raw = dataclasses.asdict(config)
     raw["target_tasks"], raw["intermediate_tasks"] = list(config.target_tasks), list(config.intermediate_tasks)
+    for mixture in raw["mixtures"].values():
+        mixture["tasks"] = list(mixture["tasks"])
     for spec in raw["search_space"].values():
         spec["values"] = list(spec["values"])
     return yaml.safe_dump(raw, sort_keys=False)
+
+
+def make_tuner(trainable, config: StudyConfig, target_index: int, param_space: dict, tune_dir: str, callbacks: list):
+    """The Tune search of one target task (also what benchmarks/driver_scale.py drives)."""
+    from ray import tune
+
+    return tune.Tuner(
+        trainable,
+        param_space=param_space,
+        tune_config=tune.TuneConfig(
+            # metric/mode live on the searcher and the scheduler (OptunaSearch with its own
+            # define-by-run space does not take them from here); the ConcurrencyLimiter
+            # around the searcher is what bounds concurrent trials.
+            search_alg=make_searcher(config, target_index), scheduler=make_scheduler(config),
+            num_samples=config.num_samples,
+        ),
+        run_config=tune.RunConfig(
+            name=config.target_tasks[target_index], storage_path=tune_dir, verbose=0,
+            callbacks=callbacks, failure_config=tune.FailureConfig(max_failures=0),
+        ),
+    )
 
 
 def _completed(results) -> int:
@@ -168,7 +202,9 @@ def run_study(study: ResolvedStudy, address: str | None = None, log=print, resum
     import ray
     from ray import tune
 
-    from study.tracking import StudyProgress, ensure_experiment, start_study_run
+    from study.storage import alive_node_count, check_storage_shared
+    from study.tracking import StudyProgress, ensure_experiment, finish_study_run, start_study_run
+    from trainables.mlflow_retry import call_with_retry
     from trainables.embedded_model import ensure_embedded_model
     from trainables.trial import run_trial
 
@@ -180,6 +216,14 @@ def run_study(study: ResolvedStudy, address: str | None = None, log=print, resum
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.getLogger("mlflow").setLevel(logging.WARNING)
+    # Ray first: whether the storage path must be shared depends on the cluster's node count,
+    # and a refused study must leave nothing behind (no folder, no MLflow run).
+    trial_resources = _start_ray(address, c.max_concurrent_trials, log)
+    try:
+        check_storage_shared(study.storage_path, alive_node_count())
+    except ConfigError:
+        ray.shutdown()
+        raise
     if "://" not in study.storage_path:
         Path(study.storage_path).mkdir(parents=True, exist_ok=True)
     if study.tracking_uri.startswith("sqlite:"):
@@ -189,13 +233,12 @@ def run_study(study: ResolvedStudy, address: str | None = None, log=print, resum
         # Under the storage path so that every node of a cluster with shared storage can read it.
         model_path = ensure_embedded_model(os.path.join(study.storage_path, "embedded_models"), log=log)
 
-    trial_resources = _start_ray(address, c.max_concurrent_trials, log)
     artifact_root = None if "://" in study.storage_path else os.path.join(study.storage_path, "mlflow-artifacts")
     experiment_id = ensure_experiment(study.tracking_uri, c.mlflow.experiment, artifact_root)
     client = mlflow.tracking.MlflowClient(study.tracking_uri)
     if resume_run_id:
         parent_run_id = resume_run_id
-        client.update_run(parent_run_id, status="RUNNING")
+        call_with_retry(client.update_run, parent_run_id, status="RUNNING", what="reopening the study's run")
     else:
         parent_run_id = start_study_run(study.tracking_uri, experiment_id, study.name,
                                         _study_params(study, model_path), _config_yaml(study))
@@ -212,6 +255,7 @@ def run_study(study: ResolvedStudy, address: str | None = None, log=print, resum
                 "mlflow_tracking_uri": study.tracking_uri, "mlflow_experiment_id": experiment_id,
                 "mlflow_parent_run_id": parent_run_id, "data_dir": c.data_dir, "data_files": c.data_files,
                 "feature_cache_dir": study.feature_cache_dir,
+                "intermediate_catalog": c.intermediate_catalog(),
                 "training": dataclasses.asdict(c.training), "resources": dataclasses.asdict(c.resources),
             }
             log(f"--- target task {target} ({task.kind}, selection metric: English dev {task.metric}) ---")
@@ -225,25 +269,13 @@ def run_study(study: ResolvedStudy, address: str | None = None, log=print, resum
                                              resume_errored=False, restart_errored=False).fit()
                 completed[target] = _completed(results)
                 continue
-            tuner = tune.Tuner(
-                trainable,
-                param_space=base,
-                tune_config=tune.TuneConfig(
-                    # metric/mode live on the searcher and the scheduler (OptunaSearch with its own
-                    # define-by-run space does not take them from here); the ConcurrencyLimiter
-                    # around the searcher is what bounds concurrent trials.
-                    search_alg=make_searcher(c, index), scheduler=make_scheduler(c), num_samples=c.num_samples,
-                ),
-                run_config=tune.RunConfig(
-                    name=target, storage_path=os.path.join(study.study_dir, "tune"), verbose=0,
-                    callbacks=[progress], failure_config=tune.FailureConfig(max_failures=0),
-                ),
-            )
+            tuner = make_tuner(trainable, c, index, base, os.path.join(study.study_dir, "tune"), [progress])
             completed[target] = _completed(tuner.fit())
         status = "FINISHED"
     finally:
-        client.log_metric(parent_run_id, "study_wall_seconds", time.time() - started)
-        client.set_terminated(parent_run_id, status=status)
-        ray.shutdown()
+        try:
+            finish_study_run(study.tracking_uri, parent_run_id, status, time.time() - started)
+        finally:
+            ray.shutdown()
     log(f"study {study.name} done in {time.time() - started:.0f}s")
     return completed

@@ -41,6 +41,8 @@ class DefineSpace:
                 trial.suggest_categorical("retrieval_layer", list(self.search_space["retrieval_layer"].values))
         else:
             _suggest(trial, "target_lr", self.search_space["target_lr"])
+            if "target_train" in self.search_space:
+                trial.suggest_categorical("target_train", list(self.search_space["target_train"].values))
         return constants or None
 
 
@@ -64,14 +66,24 @@ def make_searcher(config: StudyConfig, target_index: int):
     else:
         sampler = optuna.samplers.RandomSampler(seed=seed)
     retrieval = get_task(config.target_tasks[target_index]).kind == "retrieval"
-    points = []
-    if config.search.baseline_first and NONE in config.intermediate_tasks:
-        point = {"intermediate_task": NONE}
+    def point_for(intermediate: str) -> dict:
+        point = {"intermediate_task": intermediate}
+        if intermediate != NONE:
+            point["intermediate_lr"] = _middle(config.search_space["intermediate_lr"])
         if not retrieval:
             point["target_lr"] = _middle(config.search_space["target_lr"])
+            if "target_train" in config.search_space:  # the zero-shot setting proper
+                values = config.search_space["target_train"].values
+                point["target_train"] = "english" if "english" in values else values[0]
         elif "retrieval_layer" in config.search_space:
             point["retrieval_layer"] = _middle(config.search_space["retrieval_layer"])
-        points.append(point)
+        return point
+
+    points = []
+    if config.search.baseline_first and NONE in config.intermediate_tasks:
+        points.append(point_for(NONE))
+    if config.search.each_intermediate_first:
+        points += [point_for(name) for name in config.intermediate_tasks if name != NONE]
     space = DefineSpace(config.intermediate_tasks, dict(config.search_space), retrieval)
     searcher = OptunaSearch(space=space, sampler=sampler,
                             metric=SELECTION_METRIC, mode="max", points_to_evaluate=points or None)

@@ -1,6 +1,12 @@
 """The study's side of MLflow: the experiment, the parent run, and a Tune callback that closes
 trial runs the trial itself could not close (a trial stopped by ASHA is killed mid-run) and
-prints progress."""
+prints progress.
+
+Every MLflow call here goes through `call_with_retry`: a tracking server that is away for a while
+(restarted, a network blip) delays the driver instead of crashing the study. A Tune callback that
+raises would end the whole study, so the callback's MLflow bookkeeping, when it still fails after
+the retries, is reported as one line and skipped.
+"""
 from __future__ import annotations
 
 import time
@@ -11,6 +17,7 @@ from ray.tune import Callback
 
 from study.search import SELECTION_METRIC, TIME_ATTR
 from tasks.record_schema import TAG_ERROR, TAG_KIND, TAG_PARENT, TAG_STOPPED_EARLY, TAG_STUDY, TAG_TRIAL_ID
+from trainables.mlflow_retry import call_with_retry
 
 
 def study_exists(tracking_uri: str, experiment: str, name: str) -> bool:
@@ -25,28 +32,50 @@ def study_exists(tracking_uri: str, experiment: str, name: str) -> bool:
 def ensure_experiment(tracking_uri: str, experiment: str, artifact_root: str | None) -> str:
     """The experiment id, creating it (with artifacts beside the study storage) if needed."""
     client = MlflowClient(tracking_uri)
-    found = client.get_experiment_by_name(experiment)
-    if found is not None:
-        return found.experiment_id
-    location = Path(artifact_root).absolute().as_uri() if artifact_root else None
-    return client.create_experiment(experiment, artifact_location=location)
+
+    def find_or_create() -> str:  # repeatable: a lost create answer is found by name next time
+        found = client.get_experiment_by_name(experiment)
+        if found is not None:
+            return found.experiment_id
+        location = Path(artifact_root).absolute().as_uri() if artifact_root else None
+        return client.create_experiment(experiment, artifact_location=location)
+
+    return call_with_retry(find_or_create, what="creating the MLflow experiment")
 
 
 def start_study_run(tracking_uri: str, experiment_id: str, name: str, params: dict, config_yaml: str) -> str:
-    client = MlflowClient(tracking_uri)
-    run = client.create_run(experiment_id, run_name=name, tags={TAG_KIND: "study", TAG_STUDY: name})
     from mlflow.entities import Param
 
+    client = MlflowClient(tracking_uri)
+
+    def find_or_create() -> str:  # repeatable: a lost create answer is found by its tags next time
+        found = client.search_runs([experiment_id], max_results=1,
+                                   filter_string=f"tags.`{TAG_KIND}` = 'study' and tags.`{TAG_STUDY}` = '{name}'")
+        if found:
+            return found[0].info.run_id
+        return client.create_run(experiment_id, run_name=name, tags={TAG_KIND: "study", TAG_STUDY: name}).info.run_id
+
+    run_id = call_with_retry(find_or_create, what="creating the study's MLflow run")
     items = [Param(k, str(v)[:6000]) for k, v in params.items()]
     for start in range(0, len(items), 100):
-        client.log_batch(run.info.run_id, params=items[start:start + 100])
-    client.log_text(run.info.run_id, config_yaml, "study_config.yaml")
-    return run.info.run_id
+        call_with_retry(client.log_batch, run_id, params=items[start:start + 100], what="logging study params")
+    call_with_retry(client.log_text, run_id, config_yaml, "study_config.yaml", what="logging the study config")
+    return run_id
 
 
-def _trial_run_id(client: MlflowClient, experiment_id: str, parent_run_id: str, trial_id: str) -> str | None:
-    runs = client.search_runs([experiment_id], filter_string=f"tags.`{TAG_PARENT}` = '{parent_run_id}' and tags.`{TAG_TRIAL_ID}` = '{trial_id}'", max_results=1)
-    return runs[0].info.run_id if runs else None
+def finish_study_run(tracking_uri: str, run_id: str, status: str, wall_seconds: float) -> None:
+    """The parent run's last records; retried, since losing them would leave the study RUNNING."""
+    client = MlflowClient(tracking_uri)
+    now = int(time.time() * 1000)  # fixed before the first attempt: a repeat is the same point
+    call_with_retry(client.log_metric, run_id, "study_wall_seconds", wall_seconds, timestamp=now,
+                    what="logging the study's wall time")
+    call_with_retry(client.set_terminated, run_id, status=status, what="closing the study's run")
+
+
+def _trial_run(client: MlflowClient, experiment_id: str, parent_run_id: str, trial_id: str):
+    runs = call_with_retry(client.search_runs, [experiment_id], max_results=1, what=f"finding the run of trial {trial_id}",
+                           filter_string=f"tags.`{TAG_PARENT}` = '{parent_run_id}' and tags.`{TAG_TRIAL_ID}` = '{trial_id}'")
+    return runs[0] if runs else None
 
 
 def _log(line: str) -> None:
@@ -88,13 +117,8 @@ class StudyProgress(Callback):
         seconds = time.time() - self.started.get(trial.trial_id, time.time())
         epochs = int(last.get(TIME_ATTR, 0))
         stopped = epochs < self.max_epochs
-        run_id = _trial_run_id(self.client, self.experiment_id, self.parent_run_id, trial.trial_id)
-        if run_id and stopped:
-            # ASHA ended the trial: its process was stopped before it could close its MLflow run.
-            self.client.set_tag(run_id, TAG_STOPPED_EARLY, "true")
-            if self.client.get_run(run_id).info.status != "KILLED":
-                self.client.set_terminated(run_id, status="KILLED")
         if stopped:
+            self._close_stopped(trial)
             _log(f"{self._name(trial)} stopped early by the scheduler after {epochs} epochs ({seconds:.0f}s)"
                      f" [{self.done}/{self.num_samples}]")
         else:
@@ -105,11 +129,35 @@ class StudyProgress(Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self.done += 1
-        run_id = _trial_run_id(self.client, self.experiment_id, self.parent_run_id, trial.trial_id)
         message = (getattr(trial, "error_msg", None) or "see the trial's error file").strip().splitlines()
         summary = message[-1] if message else "unknown error"
-        if run_id:
-            if self.client.get_run(run_id).info.status == "RUNNING":
-                self.client.set_tag(run_id, TAG_ERROR, summary[:4000])
-                self.client.set_terminated(run_id, status="FAILED")
+        self._close_failed(trial, summary)
         _log(f"{self._name(trial)} FAILED: {summary} [{self.done}/{self.num_samples}]")
+
+    def _close_stopped(self, trial) -> None:
+        """ASHA ended the trial: its process was stopped before it could close its MLflow run."""
+        try:
+            run = _trial_run(self.client, self.experiment_id, self.parent_run_id, trial.trial_id)
+            if run is None:
+                return
+            call_with_retry(self.client.set_tag, run.info.run_id, TAG_STOPPED_EARLY, "true", what="tagging a stopped trial")
+            if run.info.status != "KILLED":
+                call_with_retry(self.client.set_terminated, run.info.run_id, status="KILLED", what="closing a stopped trial")
+        except Exception as error:  # noqa: BLE001 - raising here would end the whole study
+            _log(f"{self._name(trial)} warning: could not close its MLflow run as KILLED ({_first_line(error)})")
+
+    def _close_failed(self, trial, summary: str) -> None:
+        """A trial that died without closing its run (killed process, lost node): FAILED + error."""
+        try:
+            run = _trial_run(self.client, self.experiment_id, self.parent_run_id, trial.trial_id)
+            if run is None or run.info.status != "RUNNING":
+                return  # the trial recorded its own failure (with its full error) or finished
+            call_with_retry(self.client.set_tag, run.info.run_id, TAG_ERROR, summary[:4000], what="recording a trial's error")
+            call_with_retry(self.client.set_terminated, run.info.run_id, status="FAILED", what="closing a failed trial")
+        except Exception as error:  # noqa: BLE001 - raising here would end the whole study
+            _log(f"{self._name(trial)} warning: could not record its failure in MLflow ({_first_line(error)})")
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0][:300] if text else type(error).__name__

@@ -136,7 +136,7 @@ class TaskSpec:
     languages: every language the task is evaluated on zero-shot; `train_language` is the one
       whose training split phase 2/3 fine-tune on and whose dev split selects models.
     metric: the name of the selection metric in the task's score dict ("accuracy" or "f1";
-      "map@20" for the XTREME-R retrieval tasks LAReQA and Mewsli-X).
+      "map_at_20", XTREME-R's mAP@20, for LAReQA and Mewsli-X: MLflow keys allow no '@').
     labels: classification labels, tagging tags, and for multiple choice the choice positions
       ("0", "1", ...); empty for span_qa and retrieval.
     """

@@ -23,7 +23,7 @@ from collections import Counter
 from tasks.base import DataOptions, MultipleChoiceExample, TaskDataError, TaskSpec
 from tasks.formats import (hub_pairs, hub_split_names, hub_splits, hub_squad, local_or_hub, pair_examples,
                            read_ccg_auto, read_ccg_tsv, read_commonsenseqa, read_cosmosqa, read_hellaswag, read_json,
-                           read_pairs, read_piqa, read_squad, read_swag, resolve_files)
+                           read_pairs, read_piqa, read_squad, read_swag, resolve_files, unique_question_ids)
 from tasks.xtreme_tasks import NLI_LABEL_MAP, NLI_LABELS
 
 EN = ("en",)
@@ -219,7 +219,9 @@ _squad2_locate = _simple_locate("squad_v2", ["squad/train-v2.0.json"], ["squad/d
 
 def _squad_reader(unanswerable: bool):
     def read(paths, split, language):
-        return [example for path in paths for example in read_squad(path, unanswerable=unanswerable)]
+        examples = [example for path in paths for example in read_squad(path, unanswerable=unanswerable)]
+        # each file's ids are unique already (read_squad); several files (a glob override) may share some
+        return unique_question_ids(examples, ", ".join(paths)) if len(paths) > 1 else examples
     return read
 
 

@@ -23,7 +23,8 @@ import json.decoder
 import json.scanner
 import os
 import re
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, replace
 from typing import Any, Iterable, Sequence
 
 from tasks.base import (DataOptions, MultipleChoiceExample, PairExample, RetrievalCorpus, SpanQAExample,
@@ -507,7 +508,54 @@ def read_squad(path: str, *, unanswerable: bool = False, id_language: str | None
                 example = _squad_question(path, qa_where, qa, context, unanswerable)
                 if id_language is None or example.id.split("-")[0] == id_language:
                     examples.append(example)
-    return examples
+    return unique_question_ids(examples, path)
+
+
+class RepeatedIdWarning(UserWarning):
+    """A QA file repeats question ids (see `unique_question_ids`)."""
+
+
+def unique_question_ids(examples: list[SpanQAExample], source: str) -> list[SpanQAExample]:
+    """The examples with unique ids, in order; one warning naming `source` when ids repeat.
+
+    QA predictions are keyed by question id, so ids must be unique. The official files' ids are
+    (SQuAD hashes, TyDiQA "<language>-<number>"), but copies re-exported by other tools need not
+    be: XTREME's own tydiqa.goldp.en.train.json (the shared sample) numbers questions per
+    article, so its 3696 questions share 67 ids ("0", "1", ...). A repeat that is the same
+    question (question, context and answers equal) is dropped; a repeat with different content
+    is kept under "<id>#<n>", n = 2, 3, ... in file order (the first keeps its id; a suffix
+    already in use is skipped).
+    """
+    ids = {e.id for e in examples}
+    if len(ids) == len(examples):
+        return examples
+    taken = set(ids)
+    seen: dict[str, list[SpanQAExample]] = {}
+    kept, dropped, renamed = [], 0, {}
+    for example in examples:
+        earlier = seen.setdefault(example.id, [])
+        if example in earlier:
+            dropped += 1
+            continue
+        earlier.append(example)
+        if len(earlier) > 1:
+            n = len(earlier)
+            while f"{example.id}#{n}" in taken:
+                n += 1
+            taken.add(f"{example.id}#{n}")
+            renamed[example.id] = renamed.get(example.id, 0) + 1
+            example = replace(example, id=f"{example.id}#{n}")
+        kept.append(example)
+    parts = []
+    if renamed:
+        most = max(renamed, key=renamed.get)
+        parts.append(f"{sum(renamed.values())} questions whose id repeats with different content were renamed "
+                     f"'<id>#<n>' ({len(renamed)} ids; e.g. {most!r} is used {renamed[most] + 1} times)")
+    if dropped:
+        parts.append(f"{dropped} exact repeats of a question were dropped")
+    warnings.warn(f"{source}: question ids are not unique: {'; '.join(parts)}; predictions are keyed by the new ids",
+                  RepeatedIdWarning, stacklevel=2)
+    return kept
 
 
 def _squad_question(path: str, where: tuple, qa: Any, context: str, unanswerable: bool) -> SpanQAExample:
@@ -828,8 +876,21 @@ def _spans(value: Any, length: int) -> list[tuple[int, int]] | None:
     return spans
 
 
+def _mewsli_normalise(text: str) -> str:
+    """XTREME-R's normalisation of Mewsli-X strings (utils_mewslix): line breaks become spaces,
+    then each pair of spaces one space (a single pass, as there), and the ends are stripped."""
+    return " ".join(text.splitlines()).replace("  ", " ").strip()
+
+
+# A brace pair already in the text would look like the mention markers: XTREME-R rewrites it as
+# parentheses ("{x}" -> "(x)") before marking the mention.
+_MEWSLI_BRACES = re.compile(r"\{(.*?)\}")
+
+
 def read_mewsli_entities(path: str) -> tuple[list[str], list[str]]:
-    """Entity ids and their descriptions (sentences joined, whitespace normalised)."""
+    """Entity ids and their descriptions: the sentences joined by spaces and normalised as
+    XTREME-R's preprocess_entity_description does (the whole description when it has no
+    sentence spans)."""
     ids, texts = [], []
     for line, record in read_jsonl(path, _MEWSLI_FIX):
         _require(path, line, record, ("entity_id", "description", "sentence_spans"), _MEWSLI_FIX)
@@ -839,13 +900,16 @@ def read_mewsli_entities(path: str) -> tuple[list[str], list[str]]:
             raise data_error(path, line, "sentence_spans must be {start, end} spans inside the description", _MEWSLI_FIX)
         text = " ".join(description[a:b] for a, b in spans) if spans else description
         ids.append(str(record["entity_id"]))
-        texts.append(" ".join(text.split()))
+        texts.append(_mewsli_normalise(text))
     return ids, texts
 
 
 def read_mewsli_mentions(path: str, language: str) -> list[tuple[int, str, str, str]]:
-    """(line, example id, query text, gold entity id) per mention. The query is the mention, a colon,
-    and the sentence holding it with the mention in braces: "Smith: The verdict for { Smith } came"."""
+    """(line, example id, query text, gold entity id) per mention. The query is XTREME-R's
+    (utils_mewslix.preprocess_mention): the mention, a colon, and the sentence holding it with
+    the mention in braces, spaced on both sides, other braces turned into parentheses:
+    "Smith: The verdict for { Smith } , who stepped down". A mention outside every sentence span
+    (or a context without spans) gets the whole text as its sentence."""
     mentions = []
     for line, record in read_jsonl(path, _MEWSLI_FIX):
         _require(path, line, record, ("context", "mentions"), _MEWSLI_FIX)
@@ -871,8 +935,10 @@ def read_mewsli_mentions(path: str, language: str) -> list[tuple[int, str, str, 
                 raise data_error(path, line, f"mention {mention['example_id']}: {_short(span['text'], 40)} is not the "
                                  f"text at {start}-{end}", "correct the mention span")
             a, b = next(((s, e) for s, e in sentences if s <= start and end <= e), (0, len(text)))
-            query = f"{text[start:end]}: {text[a:start]}{{ {text[start:end]} }}{text[end:b]}"
-            mentions.append((line, str(mention["example_id"]), " ".join(query.split()), str(mention["entity_id"])))
+            left = _MEWSLI_BRACES.sub(r"(\1)", text[a:start])
+            right = _MEWSLI_BRACES.sub(r"(\1)", text[end:b])
+            query = f"{text[start:end]}: {left} {{ {text[start:end]} }} {right}"
+            mentions.append((line, str(mention["example_id"]), _mewsli_normalise(query), str(mention["entity_id"])))
     return mentions
 
 
@@ -991,7 +1057,7 @@ def hub_squad(task: str, dataset_id: str, config: str | None, splits: Sequence[s
         answers = row["answers"]
         examples.append(SpanQAExample(str(row["id"]), row["question"], row["context"], tuple(answers["text"]),
                                       tuple(int(s) for s in answers["answer_start"])))
-    return examples
+    return unique_question_ids(examples, f"{dataset_id} ({config or 'default'}, {'+'.join(splits)})")
 
 
 def local_or_hub(task: str, locate, read, hub):
@@ -1028,5 +1094,5 @@ __all__ = [
     "read_cosmosqa", "read_csv_dicts", "read_csv_rows", "read_hellaswag", "read_json", "read_jsonl", "read_lareqa_file",
     "read_lines", "read_mewsli_entities", "read_mewsli_mentions", "read_pairs", "read_piqa", "read_squad",
     "read_swag", "read_tatoeba", "read_text", "read_token_tags", "resolve_files", "split_lines", "split_tsv",
-    "unquote_field",
+    "unquote_field", "unique_question_ids", "RepeatedIdWarning",
 ]

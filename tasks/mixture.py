@@ -1,9 +1,11 @@
 """Multi-task mixtures: which task each training step draws its example from.
 
 A `TaskMixture` names its tasks and how they are sampled:
-  proportional   p_i = n_i / sum_j n_j                 (examples-proportional mixing)
-  temperature    p_i = n_i^(1/T) / sum_j n_j^(1/T)     (T = 1: proportional; T -> inf: uniform)
-where n_i is the number of training examples of task i. `sampling_probabilities` computes them
+  proportional   p_i = w_i n_i / sum_j w_j n_j                 (examples-proportional mixing)
+  temperature    p_i = w_i n_i^(1/T) / sum_j w_j n_j^(1/T)     (T = 1: proportional; T -> inf: uniform)
+where n_i is the number of training examples of task i and w_i an optional weight (default 1):
+weights set a ratio between sources of equal size (e.g. English MNLI 3 : German XNLI 1), which
+temperature alone cannot. `sampling_probabilities` computes them
 (pure), `sample_schedule` turns them into a deterministic, seeded sequence of
 (task name, example index) pairs. Within a task the indices walk through a seeded permutation
 of its examples and start a fresh one when it is used up, so every example of a task is seen
@@ -29,6 +31,7 @@ class TaskMixture:
     tasks: tuple[str, ...]
     sampling: str = "proportional"
     temperature: float = 1.0
+    weights: tuple[float, ...] | None = None  # one per task, > 0; None: all 1
 
     def __post_init__(self) -> None:
         if isinstance(self.tasks, str) or not isinstance(self.tasks, tuple):
@@ -42,6 +45,14 @@ class TaskMixture:
         if isinstance(self.temperature, bool) or not isinstance(self.temperature, (int, float)) \
                 or not math.isfinite(self.temperature) or self.temperature <= 0:
             raise ValueError(f"TaskMixture.temperature must be a finite number > 0, got {self.temperature!r}")
+        if self.weights is not None:
+            if not isinstance(self.weights, tuple) or len(self.weights) != len(self.tasks):
+                raise ValueError(f"TaskMixture.weights must be a tuple with one weight per task ({len(self.tasks)}), "
+                                 f"got {self.weights!r}")
+            for weight in self.weights:
+                if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) \
+                        or weight <= 0:
+                    raise ValueError(f"TaskMixture.weights must be finite numbers > 0, got {weight!r}")
 
     def probabilities(self, sizes: Mapping[str, int]) -> dict[str, float]:
         return sampling_probabilities(self, sizes)
@@ -64,7 +75,8 @@ def sampling_probabilities(mixture: TaskMixture, sizes: Mapping[str, int]) -> di
     exponent = 1.0 if mixture.sampling == "proportional" else 1.0 / mixture.temperature
     # Scale by the largest size first: n^(1/T) of large n and small T overflows a float.
     largest = max(sizes[t] for t in mixture.tasks)
-    weights = [(sizes[t] / largest) ** exponent for t in mixture.tasks]
+    factors = mixture.weights or (1.0,) * len(mixture.tasks)
+    weights = [factor * (sizes[t] / largest) ** exponent for t, factor in zip(mixture.tasks, factors)]
     total = math.fsum(weights)
     return {task: weight / total for task, weight in zip(mixture.tasks, weights)}
 
@@ -102,3 +114,20 @@ def sample_schedule(mixture: TaskMixture, sizes: Mapping[str, int], steps: int,
 # them instead, as the paper does): for multi-task training with proportional or temperature
 # sampling.
 ANLI_PLUS = TaskMixture(("anli", "mnli", "snli", "fever_nli"), "proportional")
+
+
+# --- Data sources: which training split of which language ----------------------------------
+
+SOURCE_SEPARATOR = "@"
+
+
+def parse_source(source: str) -> tuple[str, str | None]:
+    """"xnli@de" -> ("xnli", "de"); "mnli" -> ("mnli", None) (None: the task's train_language)."""
+    task, separator, language = source.partition(SOURCE_SEPARATOR)
+    if separator and not language:
+        raise ValueError(f"data source {source!r} has an empty language after '@'; write e.g. xnli@de")
+    return task, (language or None)
+
+
+def source_name(task: str, language: str) -> str:
+    return f"{task}{SOURCE_SEPARATOR}{language}"

@@ -29,6 +29,12 @@ Kinds and their conventions:
                    n-best over all windows of an example; scored with the shared SQuAD EM/F1
                    (MLQA: the answer language's normalisation).
   retrieval        no head and no training: see `tasks/retrieval.py`.
+
+Any HF encoder (XLM-R, BERT-architecture models such as multilingual-e5 or mBERT, ...): heads
+come from the `AutoModelFor...` classes and the encoder is reached through `base_model`, never a
+class-specific attribute (`roberta`, `bert`). Segment ids (`token_type_ids`) are kept exactly when
+the model's own tokenizer produces them (see `_wants_segment_ids`); sequences are cut to what the
+position embeddings can hold (`usable_length`); `freeze_embeddings` freezes the word embeddings.
 """
 from __future__ import annotations
 
@@ -89,7 +95,52 @@ def load_model_for_task(task: TaskSpec, model_path: str):
         )
     else:  # a multiple-choice task that names no choice slots: the head does not use num_labels
         config = AutoConfig.from_pretrained(model_path)
+    # AutoModelFor...: the config's model_type picks the class (XLMRobertaFor..., BertFor..., ...).
+    # A folder holding a bare encoder (e.g. multilingual-e5's BertModel, a phase-2 encoder) loads
+    # into the head class by its base_model_prefix; the head (and BERT's pooler, when the folder
+    # has none) starts fresh.
     return cls.from_pretrained(model_path, config=config)
+
+
+def freeze_embeddings(model) -> int:
+    """Freeze the word-embedding matrix (`get_input_embeddings()`); returns its parameter count.
+
+    With the 250k-token XLM-R vocabulary this matrix is most of a small model (250,037 x 384 =
+    96M of multilingual-e5-small's 118M parameters): its gradient, AdamW update and optimizer
+    state dominate a CPU step, while a few thousand fine-tuning steps move it very little (and
+    only for the tokens seen, i.e. mostly English ones, which is no help for zero-shot transfer).
+    Position and token-type embeddings, the embedding LayerNorm and everything above stay
+    trainable. An LM head tied to the word embeddings (MLM) shares the tensor and is frozen with
+    it. Call it before building the optimizer and before wrapping the model for DDP. Works on a
+    DDP-wrapped model or any module holding an HF model (e.g. the multi-task model).
+    """
+    module = getattr(model, "module", model)  # DistributedDataParallel
+    holder = module if hasattr(module, "get_input_embeddings") else next(
+        (m for m in module.modules() if hasattr(m, "get_input_embeddings")), None)
+    embeddings = holder.get_input_embeddings() if holder is not None else None
+    if embeddings is None or not isinstance(getattr(embeddings, "weight", None), torch.nn.Parameter):
+        raise ValueError(f"{type(module).__name__} has no input word-embedding matrix to freeze")
+    embeddings.weight.requires_grad_(False)
+    return embeddings.weight.numel()
+
+
+def max_positions(config) -> int | None:
+    """The longest sequence the model's position embeddings hold (None: not bounded by them).
+
+    BERT-type models number positions from 0, so `max_position_embeddings` tokens fit;
+    RoBERTa/XLM-R number them from padding_idx + 1 (their 514-row table holds 512 tokens).
+    """
+    positions = getattr(config, "max_position_embeddings", None)
+    if not isinstance(positions, int) or getattr(config, "position_embedding_type", "absolute") not in (None, "absolute"):
+        return None  # relative/rotary positions: no table to overrun
+    if getattr(config, "model_type", "") in _PADDING_OFFSET_POSITIONS:
+        return positions - (config.pad_token_id or 0) - 1
+    return positions
+
+
+# Model types whose position ids start after the padding index (HF's RobertaEmbeddings family).
+_PADDING_OFFSET_POSITIONS = frozenset({"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "xmod",
+                                       "roberta-prelayernorm", "data2vec-text"})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -98,10 +149,15 @@ def load_model_for_task(task: TaskSpec, model_path: str):
 
 @dataclass
 class Features:
-    """Classification (`labels` an int) and tagging (`labels` one id per token)."""
+    """Classification (`labels` an int) and tagging (`labels` one id per token).
+
+    `token_type_ids`: the tokenizer's segment ids, only for tokenizers that produce them (see
+    `_wants_segment_ids`); None otherwise (the model then uses its default, all zeros).
+    """
 
     input_ids: list[int]
     labels: list[int] | int
+    token_type_ids: list[int] | None = None
 
 
 @dataclass
@@ -110,6 +166,7 @@ class MultipleChoiceFeatures:
 
     input_ids: list[list[int]]
     labels: int
+    token_type_ids: list[list[int]] | None = None  # per choice, as in `Features`
 
 
 @dataclass
@@ -132,6 +189,7 @@ class QAFeatures:
     offsets: list[list[int] | None]
     context: str
     cls_index: int = 0
+    token_type_ids: list[int] | None = None  # as in `Features`
 
 
 AnyFeatures = Features | MultipleChoiceFeatures | QAFeatures
@@ -159,37 +217,66 @@ def effective_doc_stride(max_length: int, doc_stride: int = DOC_STRIDE) -> int:
     return max(0, min(doc_stride, max_length // 3))
 
 
+def _wants_segment_ids(tokenizer) -> bool:
+    """Whether features keep segment ids (`token_type_ids`): exactly when the tokenizer makes them.
+
+    A model must see the segment ids it was pretrained with, and its own tokenizer is what
+    produced those. BERT's WordPiece tokenizers (mBERT) return 0 for the first sentence and 1
+    for the second: kept and passed on. The XLM-R tokenizer returns none: XLM-R itself has a
+    single segment (type_vocab_size 1), and BERT-architecture models trained with that
+    tokenizer (multilingual-e5, Multilingual-MiniLM; type_vocab_size 2) only ever saw segment 0,
+    which is what their forward fills in when token_type_ids are left out. Making up 1s for the
+    second sentence of a pair would feed such a model a segment embedding it did not learn to
+    use, so nothing is produced here, and zeros never need to be written out either.
+    """
+    return "token_type_ids" in getattr(tokenizer, "model_input_names", ())
+
+
+def usable_length(tokenizer, max_length: int) -> int:
+    """`max_length`, capped at the tokenizer's `model_max_length` (the model's position limit,
+    512 for XLM-R, mBERT and multilingual-e5) when the tokenizer declares one."""
+    limit = getattr(tokenizer, "model_max_length", None)
+    if isinstance(limit, int) and 0 < limit < 1_000_000:  # unset: transformers' VERY_LARGE_INTEGER
+        return min(max_length, limit)
+    return max_length
+
+
 def encode(task: TaskSpec, examples: list, tokenizer, max_length: int | None = None,
            doc_stride: int = DOC_STRIDE) -> list[AnyFeatures]:
     """Tokenize without padding (batches are padded dynamically in `collate`).
 
     `doc_stride` is only used by span_qa (see `effective_doc_stride`); a span_qa example gives
-    one `QAFeatures` per window, so there are usually more features than examples.
+    one `QAFeatures` per window, so there are usually more features than examples. Sequences
+    are at most `usable_length(tokenizer, max_length)` tokens; segment ids are kept only for
+    tokenizers that produce them (`_wants_segment_ids`).
     """
-    max_length = max_length or task.max_length
+    max_length = usable_length(tokenizer, max_length or task.max_length)
+    segments = _wants_segment_ids(tokenizer)
     if task.kind == "multiple_choice":
-        return _encode_multiple_choice(task, examples, tokenizer, max_length)
+        return _encode_multiple_choice(task, examples, tokenizer, max_length, segments)
     if task.kind == "span_qa":
-        return _encode_span_qa(examples, tokenizer, max_length, doc_stride)
+        return _encode_span_qa(examples, tokenizer, max_length, doc_stride, segments)
     label_ids = {label: i for i, label in enumerate(task.labels)}
     features = []
     if task.kind == "classification":
         firsts = [e.text_a for e in examples]
         seconds = [e.text_b for e in examples]
         pair = seconds and seconds[0] is not None
-        encoded = tokenizer(firsts, seconds if pair else None, truncation=True, max_length=max_length)
-        for ids, example in zip(encoded["input_ids"], examples):
-            features.append(Features(ids, label_ids[example.label]))
+        encoded = tokenizer(firsts, seconds if pair else None, truncation=True, max_length=max_length,
+                            return_token_type_ids=segments)
+        types = encoded["token_type_ids"] if segments else [None] * len(examples)
+        for ids, example, type_ids in zip(encoded["input_ids"], examples, types):
+            features.append(Features(ids, label_ids[example.label], type_ids))
     elif task.kind == "tagging":
         encoded = tokenizer([list(e.tokens) for e in examples], is_split_into_words=True,
-                            truncation=True, max_length=max_length)
+                            truncation=True, max_length=max_length, return_token_type_ids=segments)
         for i, example in enumerate(examples):
             labels, previous = [], None
             for word in encoded.word_ids(i):
                 # Only the first sub-token of each word carries the word's tag (XTREME convention).
                 labels.append(IGNORE_INDEX if word is None or word == previous else label_ids[example.tags[word]])
                 previous = word
-            features.append(Features(encoded["input_ids"][i], labels))
+            features.append(Features(encoded["input_ids"][i], labels, encoded["token_type_ids"][i] if segments else None))
     else:
         head_class(task)  # raises the clear "no head" error
     return features
@@ -204,7 +291,8 @@ def choice_label(task: TaskSpec, index: int) -> str:
     return task.labels[index]
 
 
-def _encode_multiple_choice(task: TaskSpec, examples: list, tokenizer, max_length: int) -> list[MultipleChoiceFeatures]:
+def _encode_multiple_choice(task: TaskSpec, examples: list, tokenizer, max_length: int,
+                            segments: bool = False) -> list[MultipleChoiceFeatures]:
     if not examples:
         return []
     counts = {len(e.choices) for e in examples}
@@ -222,12 +310,15 @@ def _encode_multiple_choice(task: TaskSpec, examples: list, tokenizer, max_lengt
             firsts.append(first)
             seconds.append(choice)
     # longest_first: the (usually long) context is cut before the (short) choice.
-    encoded = tokenizer(firsts, seconds, truncation=True, max_length=max_length)["input_ids"]
+    tokenized = tokenizer(firsts, seconds, truncation=True, max_length=max_length, return_token_type_ids=segments)
+    encoded = tokenized["input_ids"]
     features = []
     for i, e in enumerate(examples):
         if not 0 <= e.label < n_choices:
             raise ValueError(f"task {task.name}: label {e.label} is not a choice index (0..{n_choices - 1})")
-        features.append(MultipleChoiceFeatures(encoded[i * n_choices:(i + 1) * n_choices], e.label))
+        rows = slice(i * n_choices, (i + 1) * n_choices)
+        features.append(MultipleChoiceFeatures(encoded[rows], e.label,
+                                               tokenized["token_type_ids"][rows] if segments else None))
     return features
 
 
@@ -263,7 +354,8 @@ def _answer_positions(span: tuple[int, int] | None, offsets: list, cls_index: in
     return start, max(start, end)
 
 
-def _encode_span_qa(examples: list, tokenizer, max_length: int, doc_stride: int) -> list[QAFeatures]:
+def _encode_span_qa(examples: list, tokenizer, max_length: int, doc_stride: int,
+                    segments: bool = False) -> list[QAFeatures]:
     if not examples:
         return []
     ids = [e.id for e in examples]
@@ -281,7 +373,7 @@ def _encode_span_qa(examples: list, tokenizer, max_length: int, doc_stride: int)
     # The question is sequence 0 and never cut; the context (sequence 1) is split into windows.
     encoded = tokenizer(questions, [e.context for e in examples], truncation="only_second",
                         max_length=max_length, stride=stride, return_overflowing_tokens=True,
-                        return_offsets_mapping=True)
+                        return_offsets_mapping=True, return_token_type_ids=segments)
     cls_id = tokenizer.cls_token_id
     spans = [_answer_char_span(e) for e in examples]
     features = []
@@ -293,7 +385,8 @@ def _encode_span_qa(examples: list, tokenizer, max_length: int, doc_stride: int)
         cls_index = input_ids.index(cls_id) if cls_id in input_ids else 0
         start, end = _answer_positions(spans[example_index], offsets, cls_index)
         features.append(QAFeatures(list(input_ids), start, end, example_index, example.id, offsets,
-                                   example.context, cls_index))
+                                   example.context, cls_index,
+                                   list(encoded["token_type_ids"][k]) if segments else None))
     return features
 
 
@@ -301,8 +394,9 @@ def _encode_span_qa(examples: list, tokenizer, max_length: int, doc_stride: int)
 # Batching
 # ---------------------------------------------------------------------------------------------
 
-def _padded(sequences: list[list[int]], width: int, pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    input_ids = torch.full((len(sequences), width), pad_token_id, dtype=torch.long)
+def _padded(sequences: list[list[int]], width: int, pad_token_id: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    # Padding is masked out, so its id only has to be a valid token: 0 when the tokenizer names none.
+    input_ids = torch.full((len(sequences), width), 0 if pad_token_id is None else pad_token_id, dtype=torch.long)
     attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
     for row, ids in enumerate(sequences):
         input_ids[row, :len(ids)] = torch.tensor(ids, dtype=torch.long)
@@ -310,11 +404,12 @@ def _padded(sequences: list[list[int]], width: int, pad_token_id: int) -> tuple[
     return input_ids, attention_mask
 
 
-def collate(batch: list[AnyFeatures], pad_token_id: int) -> dict[str, torch.Tensor]:
+def collate(batch: list[AnyFeatures], pad_token_id: int | None) -> dict[str, torch.Tensor]:
     """Pad to the longest sequence of the batch (dynamic padding).
 
-    Returns exactly the keyword arguments of the task's HF head: input_ids, attention_mask and
-    labels (classification, tagging, multiple choice: [batch, n_choices, length] inputs) or
+    Returns exactly the keyword arguments of the task's HF head: input_ids, attention_mask
+    (token_type_ids too when the features carry them, padded with 0) and labels
+    (classification, tagging, multiple choice: [batch, n_choices, length] inputs) or
     start_positions/end_positions (span_qa).
     """
     first = batch[0]
@@ -323,13 +418,18 @@ def collate(batch: list[AnyFeatures], pad_token_id: int) -> dict[str, torch.Tens
         width = max(feature_length(f) for f in batch)
         flat = [ids for f in batch for ids in f.input_ids]
         input_ids, attention_mask = _padded(flat, width, pad_token_id)
-        return {"input_ids": input_ids.view(len(batch), n_choices, width),
-                "attention_mask": attention_mask.view(len(batch), n_choices, width),
-                "labels": torch.tensor([f.labels for f in batch], dtype=torch.long)}
+        shape = (len(batch), n_choices, width)
+        inputs = {"input_ids": input_ids.view(shape), "attention_mask": attention_mask.view(shape)}
+        if first.token_type_ids is not None:
+            inputs["token_type_ids"] = _padded([t for f in batch for t in f.token_type_ids], width, 0)[0].view(shape)
+        return {**inputs, "labels": torch.tensor([f.labels for f in batch], dtype=torch.long)}
     width = max(len(f.input_ids) for f in batch)
     input_ids, attention_mask = _padded([f.input_ids for f in batch], width, pad_token_id)
+    inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+    if first.token_type_ids is not None:
+        inputs["token_type_ids"] = _padded([f.token_type_ids for f in batch], width, 0)[0]
     if isinstance(first, QAFeatures):
-        return {"input_ids": input_ids, "attention_mask": attention_mask,
+        return {**inputs,
                 "start_positions": torch.tensor([f.start_position for f in batch], dtype=torch.long),
                 "end_positions": torch.tensor([f.end_position for f in batch], dtype=torch.long)}
     token_labels = isinstance(first.labels, list)
@@ -339,7 +439,7 @@ def collate(batch: list[AnyFeatures], pad_token_id: int) -> dict[str, torch.Tens
             labels[row, :len(f.input_ids)] = torch.tensor(f.labels)
         else:
             labels[row] = f.labels
-    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+    return {**inputs, "labels": labels}
 
 
 def batches_by_length(features: list[AnyFeatures], batch_size: int) -> list[list[int]]:
@@ -397,6 +497,9 @@ def decode_answers(features: list[QAFeatures], start_logits: list[torch.Tensor],
     return answers
 
 
+_MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")  # what `predict` feeds the model
+
+
 @torch.no_grad()
 def predict(task: TaskSpec, model, features: list[AnyFeatures], pad_token_id: int,
             batch_size: int = 64, device: str | torch.device = "cpu", *, n_best_size: int = N_BEST_SIZE,
@@ -405,13 +508,19 @@ def predict(task: TaskSpec, model, features: list[AnyFeatures], pad_token_id: in
     a choice label for multiple choice), or for span_qa a dict {example id: answer string}
     (see `decode_answers`, which the QA-only keyword arguments go to)."""
     model.eval()
+    limit = max_positions(getattr(model, "config", None))
+    longest = max((feature_length(f) for f in features), default=0)
+    if limit is not None and longest > limit:
+        raise ValueError(f"task {task.name}: features of {longest} tokens but the model holds {limit} positions; "
+                         "encode with a smaller max_length")
     if task.kind == "span_qa":
         start_logits: list = [None] * len(features)
         end_logits: list = [None] * len(features)
     predictions: list = [None] * len(features)
     for indices in batches_by_length(features, batch_size):
         batch = collate([features[i] for i in indices], pad_token_id)
-        output = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device))
+        inputs = {k: v.to(device) for k, v in batch.items() if k in _MODEL_INPUTS}
+        output = model(**inputs)
         if task.kind == "span_qa":
             starts, ends = output.start_logits.float().cpu(), output.end_logits.float().cpu()
             for row, i in enumerate(indices):

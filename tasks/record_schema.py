@@ -17,3 +17,13 @@ FINAL_ALL_LANGUAGES = "final/all_languages_mean"
 FINAL_ZERO_SHOT = "final/zero_shot_mean"
 FINAL_DEV_PREFIX = "final/dev/"  # final/dev/<lang>/<metric>
 FINAL_CHANCE_PREFIX = "final/chance/"  # final/chance/<lang>/<metric>: majority-class baseline
+
+# Trial params describing what phase 2 and phase 3 trained on (trainables.trial.intermediate_params).
+PARAM_INTERMEDIATE_TASK = "intermediate_task"  # as written in the study: a task, "task@lang", a mixture, "none"
+PARAM_INTERMEDIATE_SOURCES = "intermediate_sources"  # comma-joined "task@lang" training splits ("" for none)
+PARAM_INTERMEDIATE_LANGUAGES = "intermediate_languages"  # comma-joined distinct languages, sorted
+PARAM_INTERMEDIATE_NUM_LANGUAGES = "intermediate_num_languages"
+PARAM_INTERMEDIATE_SAMPLING = "intermediate_sampling"  # mixtures only
+PARAM_INTERMEDIATE_TEMPERATURE = "intermediate_temperature"  # mixtures only
+PARAM_INTERMEDIATE_WEIGHTS = "intermediate_weights"  # mixtures with weights only, comma-joined
+PARAM_TARGET_TRAIN = "target_train"  # "english" (zero-shot) or "translate_train"

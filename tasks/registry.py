@@ -37,14 +37,21 @@ register(TaskSpec(
     description="Synthetic Tatoeba-like sentence retrieval into English (embedded default; no training).",
 ))
 register(TaskSpec(
-    name="synthetic_mnli", kind="classification", languages=("en",), labels=_NLI_LABELS,
+    name="synthetic_mnli", kind="classification", languages=synthetic.LANGUAGES, labels=_NLI_LABELS,
     metric="accuracy", loader=synthetic.synthetic_loader("nli", "mnli"), max_length=64,
-    description="Synthetic English MNLI-like intermediate task (embedded default).",
+    description="Synthetic MNLI-like intermediate task (embedded default); English, and the 3 synthetic "
+                "languages as translated/native non-English intermediate data (synthetic_mnli@near).",
 ))
 register(TaskSpec(
-    name="synthetic_qqp", kind="classification", languages=("en",), labels=("not_duplicate", "duplicate"),
+    name="synthetic_qqp", kind="classification", languages=synthetic.LANGUAGES, labels=("not_duplicate", "duplicate"),
     metric="accuracy", loader=synthetic.synthetic_loader("paraphrase", "qqp"), max_length=64,
-    description="Synthetic English QQP-like paraphrase intermediate task (embedded default).",
+    description="Synthetic QQP-like paraphrase intermediate task (embedded default), in the 4 synthetic languages.",
+))
+register(TaskSpec(
+    name="synthetic_squad", kind="span_qa", languages=synthetic.LANGUAGES, labels=(),
+    metric="f1", loader=synthetic.synthetic_loader("qa", "squad"), max_length=96,
+    description="Synthetic SQuAD-like extractive QA in 4 synthetic languages: the QA intermediate of the "
+                "tiny NLI-vs-QA study (search_spaces/tiny/nli_vs_qa_xtremer_mbert.yaml).",
 ))
 
 

@@ -15,17 +15,22 @@ Tasks (all generated from a seed, so every process regenerates exactly the same 
   synthetic_panx   target, IOB2 NER tagging (PER / LOC / ORG)
   synthetic_mnli   intermediate, English NLI from other sentences than synthetic_xnli
   synthetic_qqp    intermediate, English paraphrase detection (duplicate / not_duplicate)
+  synthetic_squad  intermediate, SQuAD-like extractive QA in all four languages ("who <verb>s in
+                   <place>?" / "where <verb>s <person>?" over a three-sentence context)
 """
 from __future__ import annotations
 
 import hashlib
 import random
 
-from tasks.base import DataOptions, PairExample, TaggingExample
+from tasks.base import DataOptions, PairExample, SpanQAExample, TaggingExample
 
 LANGUAGES = ("en", "near", "mid", "far")
 _SHARED_FRACTION = {"en": 1.0, "near": 0.7, "mid": 0.3, "far": 0.0}
 _VERB_FINAL = {"far"}
+# Public names for tasks.languages (the synthetic languages' distance from English).
+SHARED_FRACTION = _SHARED_FRACTION
+VERB_FINAL = frozenset(_VERB_FINAL)
 
 NOUNS = (
     "dog cat house river book car tree city child teacher bird garden letter window table road "
@@ -41,6 +46,7 @@ PERSONS_LAST = "Silva Tanaka Novak Okafor Berg Rossi Kim Haddad Larsen Mendes".s
 LOCATIONS = ["Lagos", "Kyoto", "Lima", "Oslo", "Cairo", "Porto Alegre", "New Delhi", "Quito", "Riga", "San Jose"]
 ORGS = ["Acme Bank", "Nordic Air", "Sun Foods", "Delta Labs", "Orion Motors", "Blue Radio"]
 PERSON_VERBS = "visits lives works travels arrives".split()
+QUESTION_WORDS = ["who", "where"]  # synthetic_squad's questions; not in any other task's sentences
 
 
 def _pseudo_word(word: str, language: str) -> str:
@@ -54,7 +60,8 @@ def _pseudo_word(word: str, language: str) -> str:
 def _lexicon(language: str) -> dict[str, str]:
     shared = _SHARED_FRACTION[language]
     lexicon = {}
-    for word in NOUNS + VERBS + ADJECTIVES + list(FUNCTION_WORDS) + PERSON_VERBS:
+    # Each word's translation depends on (language, word) only, so adding words changes no other.
+    for word in NOUNS + VERBS + ADJECTIVES + list(FUNCTION_WORDS) + PERSON_VERBS + QUESTION_WORDS:
         # Whether a word is shared is a stable property of (language, word).
         keep = int(hashlib.sha256(f"share:{language}:{word}".encode()).hexdigest(), 16) % 1000 < shared * 1000
         lexicon[word] = word if keep else _pseudo_word(word, language)
@@ -143,7 +150,36 @@ def _ner_example(rng: random.Random, language: str) -> TaggingExample:
     return TaggingExample(tuple(tokens), tuple(tags))
 
 
-_GENERATORS = {"nli": _nli_example, "paraphrase": _paraphrase_example, "ner": _ner_example}
+def _qa_example(rng: random.Random, language: str) -> SpanQAExample:
+    """A context of three sentences "<person> <verb> in <place> with the <noun> ." (distinct
+    people, places and verbs; verb last in SOV languages) and a question about one of them:
+    "who <verb> in <place> ?" (answer: the person) or "where <verb> <person> ?" (answer: the
+    place). Names are the same strings in every language, so the answer is too. The loader sets
+    `id`."""
+    lexicon = _LEXICONS[language]
+    verb_final = language in _VERB_FINAL
+    people = [f"{first} {last}" for first, last in zip(rng.sample(PERSONS_FIRST, 3), rng.sample(PERSONS_LAST, 3))]
+    places = rng.sample(LOCATIONS, 3)
+    verbs = [lexicon[v] for v in rng.sample(PERSON_VERBS, 3)]
+    context, offsets = [], {}  # offsets: name -> character offset in the context
+    for person, place, verb in zip(people, places, verbs):
+        rest = [lexicon["in"], place, lexicon["with"], lexicon["the"], lexicon[rng.choice(NOUNS)]]
+        for word in [person] + (rest + [verb] if verb_final else [verb] + rest) + ["."]:
+            if word in (person, place):
+                offsets[word] = len(" ".join(context + [""]))
+            context.append(word)
+    asked = rng.randrange(3)
+    person, place, verb = people[asked], places[asked], verbs[asked]
+    if rng.random() < 0.5:
+        question = [lexicon["who"]] + ([lexicon["in"], place, verb] if verb_final else [verb, lexicon["in"], place])
+        answer = person
+    else:
+        question = [lexicon["where"]] + ([person, verb] if verb_final else [verb, person])
+        answer = place
+    return SpanQAExample("", " ".join(question + ["?"]), " ".join(context), (answer,), (offsets[answer],))
+
+
+_GENERATORS = {"nli": _nli_example, "paraphrase": _paraphrase_example, "ner": _ner_example, "qa": _qa_example}
 _SIZES = {"train": 1000, "dev": 300}
 # Sentence-level label noise (as annotators disagree on real data): keeps scores off the ceiling,
 # so learning rates and intermediate tasks make a visible difference.
@@ -169,6 +205,9 @@ def synthetic_loader(generator: str, salt: str):
         examples = [_GENERATORS[generator](rng, language) for _ in range(size)]
         if generator in _LABELS:
             examples = [_with_noise(rng, e, _LABELS[generator]) for e in examples]
+        if generator == "qa":  # predictions are keyed by id: unique within a split and language
+            examples = [SpanQAExample(f"{salt}-{split}-{language}-{i}", e.question, e.context, e.answers, e.answer_starts)
+                        for i, e in enumerate(examples)]
         return examples
 
     return load

@@ -21,7 +21,8 @@ import re
 from tasks.base import DataOptions, MultipleChoiceExample, RetrievalCorpus, TaggingExample, TaskDataError, TaskSpec
 from tasks.formats import (class_name, data_error, hub_pairs, hub_split_names, hub_splits, hub_squad, lareqa_corpus,
                            local_or_hub, pair_examples, read_bucc, read_conllu, read_copa, read_mewsli_entities,
-                           read_mewsli_mentions, read_pairs, read_squad, read_tatoeba, read_token_tags, resolve_files)
+                           read_mewsli_mentions, read_pairs, read_squad, read_tatoeba, read_token_tags, resolve_files,
+                           unique_question_ids)
 from tasks.xtreme_eval import OFFICIAL_LANGUAGES
 
 NLI_LABELS = ("entailment", "neutral", "contradiction")
@@ -242,7 +243,8 @@ def _qa_read(paths, split, language) -> list:
             raise data_error(path, None, f"no question of language '{language}' (ids starting with "
                              f"'{TYDIQA_NAMES.get(language)}-')", "use TyDiQA-GoldP v1.1's complete file")
         examples += found
-    return examples
+    # each file's ids are unique already (read_squad); several files (a glob override) may share some
+    return unique_question_ids(examples, ", ".join(paths)) if len(paths) > 1 else examples
 
 
 def _squad_train_hub(task: str) -> list:
@@ -460,7 +462,7 @@ def _lareqa_read(paths, split, language) -> list:
 
 
 LAREQA = TaskSpec(
-    name="lareqa", kind="retrieval", languages=LAREQA_LANGUAGES, labels=(), metric="map@20",
+    name="lareqa", kind="retrieval", languages=LAREQA_LANGUAGES, labels=(), metric="map_at_20",
     loader=local_or_hub("lareqa", _lareqa_locate, _lareqa_read, _no_hub("lareqa", "google-research-datasets/lareqa")),
     max_length=128, locate=_lareqa_locate,
     description="LAReQA XQuAD-R (Roy et al. 2020, XTREME-R): retrieve answer sentences in any language; mAP@20.",
@@ -495,7 +497,7 @@ def _mewslix_read(paths, split, language) -> list:
 
 
 MEWSLI_X = TaskSpec(
-    name="mewsli_x", kind="retrieval", languages=MEWSLIX_LANGUAGES, labels=(), metric="map@20",
+    name="mewsli_x", kind="retrieval", languages=MEWSLIX_LANGUAGES, labels=(), metric="map_at_20",
     loader=local_or_hub("mewsli_x", _mewslix_locate, _mewslix_read, _no_hub("mewsli_x", "google-research's Mewsli-X")),
     max_length=128, locate=_mewslix_locate,
     description="Mewsli-X (Botha et al. 2020, XTREME-R): link news mentions to Wikidata entities by retrieval; mAP@20.",

@@ -1,8 +1,10 @@
-"""Sentence retrieval (Tatoeba, BUCC) with a tiny encoder's pooled hidden states, and the
-retrieval branch of a trial (no phase 3) without Ray or an MLflow server."""
+"""Sentence retrieval (Tatoeba, BUCC, LAReQA and Mewsli-X's mAP@20) with a tiny encoder's pooled
+hidden states, and the retrieval branch of a trial (no phase 3) without Ray or an MLflow server."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,8 +14,11 @@ from tasks.base import DataOptions, RetrievalCorpus, TaskSpec
 transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
 
-from tasks.retrieval import (bucc_candidates, bucc_scores, default_layer, embed_sentences,  # noqa: E402
-                             evaluate_corpus, evaluate_retrieval, optimal_threshold, resolve_layer, tatoeba_scores)
+from tasks.retrieval import (MAP_METRIC, average_precision_at_k, bucc_candidates, bucc_scores,  # noqa: E402
+                             default_layer, embed_sentences, evaluate_corpus, evaluate_retrieval, limit_corpus, map_scores,
+                             optimal_threshold, resolve_layer, tatoeba_scores, top_k)
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "tasks" / "data"
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # one_thread, tokenizer_dir, tokenizer: tests/conftest.py
 SENTENCES = [
@@ -146,6 +151,149 @@ def test_evaluate_retrieval_over_languages(encoder, tokenizer):
         evaluate_retrieval(odd, encoder, tokenizer)
 
 
+def test_limit_corpus_keeps_the_first_queries_their_gold_and_fills_with_distractors(encoder, tokenizer):
+    bucc = RetrievalCorpus(("s0", "s1", "s2", "s3"), ("a", "b", "c", "d"), ("e0", "e1", "e2", "e3", "e4"),
+                           ("A", "B", "C", "D", "E"), (("s0", "e3"), ("s1", "e1"), ("s3", "e2")))
+    assert limit_corpus(bucc, None) is bucc and limit_corpus(bucc, 4) is bucc
+    capped = limit_corpus(bucc, 3)  # s2 has no translation; e3, e1 are gold, e0 the first distractor
+    assert capped == RetrievalCorpus(("s0", "s1", "s2"), ("a", "b", "c"), ("e0", "e1", "e3"), ("A", "B", "D"),
+                                     (("s0", "e3"), ("s1", "e1")))
+    tatoeba = _tatoeba_corpus()  # 5 pairs, the English side reversed
+    first_two = limit_corpus(tatoeba, 2)
+    assert first_two.source_ids == ("0", "1") and first_two.target_ids == ("3", "4")
+    assert first_two.gold == (("0", "4"), ("1", "3"))
+    # more gold candidates than queries (LAReQA: an answer per language): all kept
+    many = RetrievalCorpus(("q0", "q1"), ("x", "y"), ("a", "b", "c", "d"), ("A", "B", "C", "D"),
+                           (("q0", "a"), ("q0", "c"), ("q0", "d"), ("q1", "b")))
+    assert limit_corpus(many, 1).target_ids == ("a", "c", "d")
+    # evaluate_retrieval applies DataOptions.max_examples (a study's max_eval_examples)
+    task = TaskSpec("toy_tatoeba", "retrieval", ("xx",), (), "accuracy", loader=lambda *a: [_tatoeba_corpus(wrong_gold=3)])
+    assert evaluate_retrieval(task, encoder, tokenizer, DataOptions(max_examples=3)) == {"xx": {"accuracy": 0.0}}
+    assert evaluate_retrieval(task, encoder, tokenizer, DataOptions()) == {"xx": {"accuracy": pytest.approx(40.0)}}
+
+
+def test_evaluate_retrieval_scores_the_languages_that_have_data(encoder, tokenizer):
+    from tasks import TaskDataError, get_task
+
+    # The LAReQA fixture holds de and en only: those two are scored, the other nine skipped.
+    options = DataOptions(str(FIXTURES))
+    results = evaluate_retrieval(get_task("lareqa"), encoder, tokenizer, options)
+    assert set(results) == {"de", "en"} and all(set(r) == {MAP_METRIC} for r in results.values())
+    with pytest.raises(TaskDataError, match="no language has dev data"):
+        evaluate_retrieval(get_task("bucc2018"), encoder, tokenizer, DataOptions(str(FIXTURES / "lareqa")))
+
+
+# ---------------------------------------------------------------------------------------------
+# mAP@20 (LAReQA, Mewsli-X), checked against hand computations
+# ---------------------------------------------------------------------------------------------
+
+def test_map_metric_name_is_mlflow_safe():
+    import re
+
+    assert MAP_METRIC == "map_at_20"
+    assert re.fullmatch(r"[/\w.\- :]*", f"final/dev/de/{MAP_METRIC}")  # MLflow's rule for metric keys
+
+
+def test_average_precision_at_k_by_hand():
+    assert average_precision_at_k({0, 2}, [0, 1, 2, 3]) == pytest.approx((1 / 1 + 2 / 3) / 2)
+    assert average_precision_at_k({1}, [0, 1]) == 0.5  # fewer than 20 candidates: all ranked
+    assert average_precision_at_k({3}, [0, 1, 2]) == 0.0  # the relevant one never retrieved
+    assert average_precision_at_k(set(), [0, 1]) == 0.0
+    ranking = list(range(30))
+    assert average_precision_at_k({19}, ranking) == pytest.approx(1 / 20)  # rank 20 counts ...
+    assert average_precision_at_k({20}, ranking) == 0.0  # ... rank 21 does not
+    assert average_precision_at_k({0, 20}, ranking) == 0.5  # divisor min(|relevant|, 20) = 2
+    assert average_precision_at_k(set(range(25)), ranking) == 1.0  # divisor min(25, 20) = 20
+    assert average_precision_at_k({0, 1}, [0, 0, 1]) == pytest.approx((1 + 2 / 3) / 2)  # a repeat counts once
+    assert average_precision_at_k({4}, ranking, k=5) == 0.2
+
+
+def _unit(*angles_in_degrees: float) -> torch.Tensor:
+    radians = torch.tensor(angles_in_degrees, dtype=torch.float64) * math.pi / 180
+    return torch.stack([radians.cos(), radians.sin()], dim=1).float()
+
+
+def test_top_k_ranks_by_cosine_and_keeps_pool_order_among_ties():
+    query = torch.tensor([[1.0, 0.0]])
+    targets = torch.tensor([[0.0, 1.0], [1.0, 0.0], [2.0, 0.0], [3.0, 0.1], [5.0, 0.0]])  # 1, 2, 4 tie (cos 1)
+    assert top_k(query, targets) == [[1, 2, 4, 3, 0]]  # fewer than 20: all of them
+    assert top_k(query, targets, k=2) == [[1, 2]]  # a tie cut by k: the earlier ones
+    # many candidates, small chunks: the same as a plain stable sort of the similarities
+    torch.manual_seed(0)
+    source, target = torch.randn(7, 4), torch.randn(50, 4)
+    target[10] = target[3] * 2  # an exact tie
+    similarity = torch.nn.functional.normalize(source, dim=-1) @ torch.nn.functional.normalize(target, dim=-1).T
+    expected = [sorted(range(50), key=lambda j: (-float(row[j]), j))[:20] for row in similarity]
+    assert top_k(source, target, budget=100) == expected
+    with pytest.raises(ValueError, match="no candidates"):
+        top_k(query, torch.zeros((0, 2)))
+
+
+def test_map_beyond_rank_20_by_hand():
+    angles = [float(j) for j in range(30)]  # candidate j is j degrees from the query: ranked in index order
+    ids = tuple(f"c{j}" for j in range(30))
+    corpus = RetrievalCorpus(("q1", "q2", "q3"), ("", "", ""), ids, ("",) * 30,
+                             (("q1", "c0"), ("q1", "c20"), ("q2", "c19"), ("q3", "c25")))
+    source = _unit(0.0, 0.0, 0.0)
+    scores = map_scores(corpus, source, _unit(*angles))
+    # q1: c0 at rank 1, c20 at rank 21 (not counted): 1/2; q2: rank 20: 1/20; q3: rank 26: 0
+    assert scores == {MAP_METRIC: pytest.approx(100 * (0.5 + 1 / 20 + 0) / 3)}
+
+
+def test_map_on_the_lareqa_fixture_by_hand():
+    """The German questions of the fixture against the pool of both languages' answer sentences."""
+    from tasks import get_task
+
+    (corpus,) = get_task("lareqa").load("dev", "de", DataOptions(str(FIXTURES)))
+    assert corpus.target_ids == ("de_1_0", "de_1_1", "en_1_0", "en_1_1")  # the pool, in file order
+    # questions lq-1_de, lq-2_de; lq-1 is answered by de_1_0 and en_1_0, lq-2 by de_1_1 and en_1_1
+    questions = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    candidates = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [1.0, 1.0, 0.0]])
+    # lq-1 ranks de_1_0 (cos 1), en_1_1 (0.71), then de_1_1 and en_1_0 tied at 0 in pool order:
+    # relevant at ranks 1 and 4: AP = (1/1 + 2/4) / 2 = 0.75
+    # lq-2 ranks de_1_1 (1), en_1_1 (0.71), de_1_0, en_1_0: relevant at ranks 1 and 2: AP = 1
+    assert map_scores(corpus, questions, candidates) == {MAP_METRIC: pytest.approx(100 * (0.75 + 1.0) / 2)}
+
+
+def test_map_on_the_mewsli_x_fixture_by_hand():
+    from tasks import get_task
+
+    (corpus,) = get_task("mewsli_x").load("dev", "en", DataOptions(str(FIXTURES)))
+    assert corpus.target_ids == ("Q100", "Q200", "Q300") and corpus.gold == (("en-1", "Q100"), ("en-2", "Q200"))
+    mentions = torch.tensor([[1.0, 0.0], [1.0, 0.1]])
+    entities = torch.tensor([[0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
+    # en-1 ranks Q200, Q300, Q100 (gold, rank 3): 1/3; en-2 ranks Q200 (gold) first: 1
+    assert map_scores(corpus, mentions, entities) == {MAP_METRIC: pytest.approx(100 * (1 / 3 + 1) / 2)}
+    # a tie with the gold entity: the one earlier in the candidate file ranks first
+    tied = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])  # Q100 and Q200 identical
+    assert map_scores(corpus, torch.tensor([[1.0, 0.0], [1.0, 0.0]]), tied) == {MAP_METRIC: pytest.approx(100 * (1 + 1 / 2) / 2)}
+
+
+def test_map_end_to_end_with_the_encoder_matches_a_plain_ranking(encoder, tokenizer):
+    """evaluate_retrieval on the fixtures == AP@20 computed here from the same embeddings."""
+    from tasks import get_task
+
+    options = DataOptions(str(FIXTURES))
+    for name, language in (("lareqa", "de"), ("lareqa", "en"), ("mewsli_x", "en"), ("mewsli_x", "de")):
+        task = get_task(name)
+        (corpus,) = task.load("dev", language, options)
+        results = evaluate_retrieval(task, encoder, tokenizer, options, languages=(language,), layer=1)
+        queries = embed_sentences(encoder, tokenizer, corpus.source_sentences, layer=1)
+        pool = embed_sentences(encoder, tokenizer, corpus.target_sentences, layer=1)
+        similarity = torch.nn.functional.normalize(queries, dim=-1) @ torch.nn.functional.normalize(pool, dim=-1).T
+        aps = []
+        for row, query in zip(similarity, corpus.source_ids):
+            ranked = sorted(range(len(pool)), key=lambda j: (-float(row[j]), j))[:20]
+            relevant = [corpus.target_ids.index(t) for s, t in corpus.gold if s == query]
+            hits, total = 0, 0.0
+            for rank, j in enumerate(ranked, start=1):
+                if j in relevant:
+                    hits += 1
+                    total += hits / rank
+            aps.append(total / min(len(relevant), 20))
+        assert results == {language: {MAP_METRIC: pytest.approx(100 * sum(aps) / len(aps))}}, (name, language)
+
+
 # ---------------------------------------------------------------------------------------------
 # The trial's retrieval branch: phase 2 (here `none`: the pretrained model), then no phase 3
 # ---------------------------------------------------------------------------------------------
@@ -214,3 +362,32 @@ def test_retrieval_trial_evaluates_the_encoder_and_reports_to_tune(monkeypatch, 
     report = reports[0]
     assert report["en_dev_score"] == pytest.approx(90.0) and report["target_epoch"] == 3
     assert report["final/en_dev_score"] == pytest.approx(90.0) and report["final/dev/xx/accuracy"] == 100.0
+
+
+def test_lareqa_trial_logs_map_at_20(monkeypatch, tmp_path, tokenizer_dir):
+    """The trial's retrieval branch with a map_at_20 target on the fixtures (restricted to the two
+    languages the fixture holds: the branch averages over every language of the task)."""
+    import ray.tune
+
+    import trainables.trial as trial_module
+    from tasks import get_task
+
+    task = replace(get_task("lareqa"), languages=("de", "en"))
+    reports = []
+    monkeypatch.setattr(trial_module, "get_task", lambda name: task)
+    monkeypatch.setattr(trial_module, "TrialRun", FakeRun)
+    monkeypatch.setattr(ray.tune, "get_context", lambda: type("Context", (), {"get_trial_id": lambda self: "t2"})())
+    monkeypatch.setattr(ray.tune, "report", lambda metrics, **kwargs: reports.append(metrics))
+    config = {
+        "study_name": "s", "target_task": "lareqa", "intermediate_task": "none", "intermediate_lr": 0.0,
+        "target_lr": 1e-3, "model_path": tokenizer_dir, "seed": 0, "storage_path": str(tmp_path),
+        "phase_cache_dir": str(tmp_path / "cache"), "mlflow_tracking_uri": "unused", "mlflow_experiment_id": "0",
+        "mlflow_parent_run_id": "p", "training": {"target_epochs": 1}, "resources": {}, "data_dir": str(FIXTURES),
+    }
+    FakeRun.instances.clear()
+    trial_module.run_trial(config)
+    logged = {k: v for k, (v, _) in FakeRun.instances[-1].metrics.items()}
+    de, en = logged["final/dev/de/map_at_20"], logged["final/dev/en/map_at_20"]
+    assert 0.0 < de <= 100.0 and 0.0 < en <= 100.0
+    assert logged["final/all_languages_mean"] == pytest.approx((de + en) / 2) == reports[0]["en_dev_score"]
+    assert logged["final/zero_shot_mean"] == pytest.approx(de)

@@ -316,3 +316,40 @@ def test_readers_raise_task_data_errors_with_one_line_messages(tmp_path):
     path = write(tmp_path, "s.json", '["not", "squad"]')
     with pytest.raises(TaskDataError, match=r's\.json: line 1: expected a JSON object with a "data" list'):
         read_squad(str(path))
+
+
+# ---------------------------------------------------------------------------------------------
+# Repeated QA ids: not an error, made unique with one warning
+# ---------------------------------------------------------------------------------------------
+
+def _qa(qid: str, question: str, context: str = "Ana lives in Lima.", answer: str = "Lima") -> dict:
+    return {"id": qid, "question": question, "answers": [{"text": answer, "answer_start": context.index(answer)}]}
+
+
+def test_repeated_question_ids_are_deduplicated_or_renamed_with_one_warning(tmp_path):
+    from tasks.formats import RepeatedIdWarning
+
+    context = "Ana lives in Lima."
+    qas = [_qa("a", "Where does Ana live?"),
+           _qa("a", "Where does Ana live?"),  # the same question again: dropped
+           _qa("a", "Who lives in Lima?", answer="Ana"),  # another question under the same id: "a#3" ...
+           _qa("a#2", "What is Lima?", answer="Lima"),  # ... because "a#2" is taken by this one
+           _qa("b", "Which city?")]
+    path = write(tmp_path, "tydiqa/tydiqa.goldp.en.train.json",
+                 json.dumps({"data": [{"paragraphs": [{"context": context, "qas": qas}]}]}))
+    with pytest.warns(RepeatedIdWarning) as caught:
+        examples = get_task("tydiqa").load("train", "en", DataOptions(str(tmp_path)))
+    assert [(e.id, e.question) for e in examples] == [
+        ("a", "Where does Ana live?"), ("a#3", "Who lives in Lima?"), ("a#2", "What is Lima?"), ("b", "Which city?")]
+    assert len(caught) == 1
+    message = str(caught[0].message)
+    assert message.startswith(f"{path}: question ids are not unique: ") and "\n" not in message
+    assert "1 questions whose id repeats with different content were renamed" in message
+    assert "1 exact repeats of a question were dropped" in message
+    # unique ids: no warning, the examples come back as read
+    write(tmp_path, "squad/train-v1.1.json", json.dumps({"data": [{"paragraphs": [{"context": context, "qas": qas[-1:]}]}]}))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RepeatedIdWarning)
+        assert [e.id for e in get_task("squad_v1").load("train", "en", DataOptions(str(tmp_path)))] == ["b"]

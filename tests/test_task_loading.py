@@ -84,7 +84,8 @@ def test_every_task_is_registered_with_its_kind_and_metric():
         if kind in EXPECTED_METRICS:
             assert task.metric == EXPECTED_METRICS[kind], name
     assert get_task("tatoeba").metric == "accuracy" and get_task("bucc2018").metric == "f1"
-    assert get_task("lareqa").metric == get_task("mewsli_x").metric == "map@20"
+    # XTREME-R's mAP@20, named without "@" (MLflow metric keys cannot hold it)
+    assert get_task("lareqa").metric == get_task("mewsli_x").metric == "map_at_20"
     assert set(TARGET_TASK_NAMES) | set(INTERMEDIATE_TASK_NAMES) == set(EXPECTED_KINDS)
     # the synthetic tasks are still there
     assert {"synthetic_xnli", "synthetic_panx", "synthetic_mnli", "synthetic_qqp"} <= set(TASKS)
@@ -232,7 +233,9 @@ def test_shared_qa_tasks():
         train = get_task(name).load("train", "en", shared())
         assert len(train) == len(tydiqa) == 3696, name
     paragraph, qa = tydiqa[5]
-    assert train[5] == SpanQAExample(qa["id"], qa["question"], paragraph["context"],
+    # XTREME's file repeats ids: the k-th question under an id is "<id>#<k>" (see the TyDiQA test)
+    k = [q["id"] for _, q in tydiqa[:6]].count(qa["id"])
+    assert train[5] == SpanQAExample(qa["id"] if k == 1 else f"{qa['id']}#{k}", qa["question"], paragraph["context"],
                                      tuple(a["text"] for a in qa["answers"]),
                                      tuple(a["answer_start"] for a in qa["answers"]))
     for language in OFFICIAL_LANGUAGES["xquad"]:
@@ -250,6 +253,84 @@ def test_shared_qa_tasks():
         assert len(dev) == len(squad_questions(SHARED / "mlqa" / name)) == size, language
     assert not get_task("mlqa").has_data("dev", "ar", shared())
     assert not get_task("tydiqa").has_data("dev", "en", shared())  # no labelled TyDiQA dev in the samples
+
+
+@shared_data
+def test_shared_tydiqa_repeated_ids_are_made_unique_with_one_warning():
+    """XTREME's tydiqa.goldp.en.train.json numbers questions per article: 3696 questions under
+    89 ids, 67 of them repeated, each repeat a different question. Every question is kept, renamed "<id>#<n>" in file order,
+    and the loader says so once; the ids then pass the QA encoder's uniqueness check."""
+    from collections import Counter
+
+    from tasks.formats import RepeatedIdWarning
+
+    questions = squad_questions(SHARED / "tydiqa" / "tydiqa.goldp.en.train.json")
+    ids = [qa["id"] for _, qa in questions]
+    assert len(ids) == 3696 and len(set(ids)) == 89 and sum(n > 1 for n in Counter(ids).values()) == 67
+    with pytest.warns(RepeatedIdWarning) as caught:
+        train = get_task("tydiqa").load("train", "en", shared())
+    assert len(caught) == 1
+    message = str(caught[0].message)
+    assert "tydiqa.goldp.en.train.json" in message and "renamed '<id>#<n>'" in message and "67 ids" in message
+    assert len(train) == 3696 and len({e.id for e in train}) == 3696
+    counts: Counter = Counter()
+    for example, (paragraph, qa) in zip(train, questions):  # same order, content untouched
+        counts[qa["id"]] += 1
+        n = counts[qa["id"]]
+        assert example.id == (qa["id"] if n == 1 else f"{qa['id']}#{n}")
+        assert (example.question, example.context) == (qa["question"], paragraph["context"])
+    from tasks.modeling import encode
+
+    tydiqa = get_task("tydiqa")
+    assert encode(tydiqa, train[:300], _tokenizer_or_skip(), max_length=64)  # no "ids must be unique" error
+
+
+def _tokenizer_or_skip():
+    tokenizers = pytest.importorskip("tokenizers")
+    from transformers import PreTrainedTokenizerFast
+
+    # A word-level tokenizer is enough to run the QA windowing; no download, no model.
+    vocab = {"[UNK]": 0, "[CLS]": 1, "[SEP]": 2, "[PAD]": 3}
+    backend = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="[UNK]"))
+    backend.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
+    backend.post_processor = tokenizers.processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", 1), ("[SEP]", 2)])
+    return PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]", cls_token="[CLS]",
+                                   sep_token="[SEP]", pad_token="[PAD]")
+
+
+@shared_data
+def test_every_task_loads_every_split_and_language_the_samples_hold():
+    """Every registered real task, split and language for which the shared samples hold a file
+    (`has_data`) loads non-empty; and the samples cover what docs/tasks.md says they do."""
+    import warnings
+
+    from tasks.formats import RepeatedIdWarning
+
+    loaded = set()
+    for name in TARGET_TASK_NAMES + INTERMEDIATE_TASK_NAMES:
+        task = get_task(name)
+        for split in ("train", "dev"):
+            for language in dict.fromkeys((task.train_language, *task.languages)):
+                if split == "train" and language != task.train_language:
+                    continue
+                if not task.has_data(split, language, shared()):
+                    continue
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RepeatedIdWarning)  # TyDiQA train: its own test
+                    examples = task.load(split, language, shared())
+                assert examples, (name, split, language)
+                if task.kind == "span_qa":
+                    assert len({e.id for e in examples}) == len(examples), (name, split, language)
+                loaded.add((name, split) if split == "train" else (name, split, language))
+    trains = {key[0] for key in loaded if key[1] == "train"}
+    assert trains == {"xnli", "pawsx", "udpos", "panx", "xquad", "mlqa", "tydiqa", "mnli", "snli", "qqp"}
+    devs = {key[0] for key in loaded if key[1] == "dev"}
+    assert devs == {"xnli", "pawsx", "udpos", "panx", "xquad", "mlqa", "bucc2018", "tatoeba", "mnli", "anli",
+                    "anli_plus", "cosmosqa", "commonsenseqa", "piqa"}
+    assert {key[2] for key in loaded if key[:2] == ("tatoeba", "dev")} == set(get_task("tatoeba").languages)
+    assert {key[2] for key in loaded if key[:2] == ("bucc2018", "dev")} == {"zh"}
+    assert {key[2] for key in loaded if key[:2] == ("pawsx", "dev")} == {"de", "zh"}
 
 
 @shared_data
@@ -456,6 +537,12 @@ def test_fixture_mewsli_x():
     (corpus,) = get_task("mewsli_x").load("dev", "en", fixtures())
     assert corpus.source_ids == ("en-1", "en-2")
     assert corpus.source_sentences[0] == "Graz: Heavy rain hit { Graz } on Monday."
+    # XTREME-R's preprocess_mention: the mention's sentence only, markers spaced on both sides
+    # (so " , " after it), braces already in the text turned into parentheses
+    (german,) = get_task("mewsli_x").load("dev", "de", fixtures())
+    assert german.source_sentences == ("Wien: { Wien } plant eine neue Brücke.",
+                                       "Graz: Die Mur (ein Fluss) stieg in { Graz } , sagte man.")
+    assert german.gold == (("de-1", "Q300"), ("de-2", "Q100"))
     assert corpus.target_ids == ("Q100", "Q200", "Q300")
     assert corpus.target_sentences[0] == "Graz is a city in Austria. It lies on the Mur."
     assert corpus.gold == (("en-1", "Q100"), ("en-2", "Q200"))

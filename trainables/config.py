@@ -23,6 +23,21 @@ class TrainingOptions:
     max_train_examples: int | None = None
     max_eval_examples: int | None = None
     eval_batch_size: int = 128
+    # Phase 2 only: weight of an auxiliary MLM loss on unlabeled multilingual text, added at every
+    # step (the paper's MLM ablation); 0 turns it off. `mlm_corpus` is a UTF-8 text file, one
+    # sentence per line, or "synthetic" (the embedded model's corpus of the 4 synthetic languages).
+    mlm_weight: float = 0.0
+    mlm_corpus: str | None = None
+    mlm_probability: float = 0.15
+    # Stop a phase when the English dev score has not improved for this many epochs, and go on
+    # from the best epoch's weights (None: train every epoch, keep the last).
+    early_stopping_patience: int | None = None
+    # Freeze the word-embedding matrix (250k x hidden for XLM-R: most of the parameters and of
+    # the optimizer's memory; on CPU most of the step time). Position/type embeddings still train.
+    freeze_embeddings: bool = False
+    # Intermediate tasks without an English dev split hold out this fraction of their training
+    # examples (at most max_eval_examples) as the English validation subset.
+    holdout_fraction: float = 0.1
 
 
 @dataclass(frozen=True)
@@ -38,7 +53,7 @@ class PhaseConfig:
     """What a Ray Train worker needs to run one phase; serialisable as a dict."""
 
     phase: str  # "intermediate" or "target"
-    task: str
+    task: str  # the task whose English dev selects and reports (a mixture: its first task)
     init_path: str  # HF name or folder to start from
     tokenizer_path: str
     learning_rate: float
@@ -50,6 +65,13 @@ class PhaseConfig:
     mlflow_run_id: str | None = None  # the trial's nested run; rank 0 logs epoch metrics there
     feature_cache_dir: str | None = None  # tokenized splits shared across trials (trainables.feature_cache)
     data_files: dict | None = None  # DataOptions.files: per-split file overrides ("<task>:<split>[:<lang>]")
+    # What the phase trains on: "task@lang" training splits (tasks.mixture.parse_source), mixed
+    # with `sampling`/`temperature`; one head per distinct task on a shared encoder. None: the
+    # English (train_language) split of `task` alone.
+    sources: tuple[str, ...] | None = None
+    sampling: str = "proportional"
+    temperature: float = 1.0
+    weights: tuple[float, ...] | None = None  # one per source (tasks.mixture.TaskMixture.weights)
 
     def data_options(self, max_examples: int | None) -> DataOptions:
         return DataOptions(self.data_dir, max_examples, self.seed, self.data_files)
@@ -59,7 +81,10 @@ class PhaseConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "PhaseConfig":
-        return cls(**{**d, "training": TrainingOptions(**d["training"])})
+        sources, weights = d.get("sources"), d.get("weights")
+        return cls(**{**d, "training": TrainingOptions(**d["training"]),
+                      "sources": tuple(sources) if sources is not None else None,
+                      "weights": tuple(weights) if weights is not None else None})
 
 
 @dataclass(frozen=True)
@@ -68,7 +93,7 @@ class TrialConfig:
 
     study_name: str
     target_task: str
-    intermediate_task: str
+    intermediate_task: str  # a task, "task@lang", a mixture name, or "none"
     intermediate_lr: float
     target_lr: float
     model_path: str
@@ -86,6 +111,14 @@ class TrialConfig:
     # Retrieval targets only: the hidden_states index to mean-pool (0 = embeddings; None: the
     # default of tasks.retrieval.default_layer; negative: from the end).
     retrieval_layer: int | None = None
+    # The phase-2 data behind `intermediate_task` ("task@lang" sources, sampling, temperature):
+    # resolved from the study's mixtures by the driver; empty for "none".
+    intermediate_sources: tuple[str, ...] = ()
+    intermediate_sampling: str = "proportional"
+    intermediate_temperature: float = 1.0
+    intermediate_weights: tuple[float, ...] | None = None
+    # Phase 3: "english" (zero-shot) or "translate_train" (every target language with a train split).
+    target_train: str = "english"
 
     @classmethod
     def from_tune_config(cls, config: dict) -> "TrialConfig":
@@ -93,4 +126,12 @@ class TrialConfig:
         values = {k: v for k, v in config.items() if k in names}
         values["training"] = TrainingOptions(**config["training"])
         values["resources"] = ResourceOptions(**config["resources"])
+        # The study sends what every intermediate choice trains on; keep the one this trial drew.
+        entry = (config.get("intermediate_catalog") or {}).get(values.get("intermediate_task"))
+        if entry is not None:
+            values.update(intermediate_sources=entry["sources"], intermediate_sampling=entry["sampling"],
+                          intermediate_temperature=entry["temperature"],
+                          intermediate_weights=tuple(entry["weights"]) if entry.get("weights") else None)
+        if "intermediate_sources" in values:
+            values["intermediate_sources"] = tuple(values["intermediate_sources"])
         return cls(**values)

@@ -3,15 +3,39 @@
 The trial looks its run up by (parent run, Tune trial id) before creating one, so a trial that
 is restarted (a study resumed after the driver died) keeps logging into the same run instead
 of leaving a duplicate.
+
+Every call goes through `call_with_retry` (trainables.mlflow_retry): a tracking server that is
+unreachable for a while delays the trial instead of failing it. Each call is safe to repeat:
+the run is looked up before it is created, metrics carry a timestamp fixed before the first
+attempt (the store keeps one row per (key, timestamp, step, value)), tags and params overwrite.
 """
 from __future__ import annotations
 
+import socket
 import time
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from tasks.record_schema import FINAL_EN_DEV, TAG_KIND, TAG_PARENT, TAG_TRIAL_ID
+from trainables.mlflow_retry import call_with_retry
+
+# Where the trial's own process ran (the Tune function trainable; its Ray Train workers may be
+# on other nodes): what a multi-node study is debugged with.
+TAG_RAY_NODE_ID = "xstilts.ray_node_id"
+TAG_HOSTNAME = "xstilts.hostname"
+
+
+def placement_tags() -> dict[str, str]:
+    """The Ray node id and host name of this process ({} outside Ray)."""
+    try:
+        import ray
+
+        if not ray.is_initialized():
+            return {}
+        return {TAG_RAY_NODE_ID: ray.get_runtime_context().get_node_id(), TAG_HOSTNAME: socket.gethostname()}
+    except Exception:  # noqa: BLE001 - a debugging aid must never fail a trial
+        return {}
 
 
 class TrialRun:
@@ -25,35 +49,48 @@ class TrialRun:
     def open(cls, tracking_uri: str, experiment_id: str, parent_run_id: str, trial_id: str,
              run_name: str, tags: dict[str, str]) -> "TrialRun":
         client = MlflowClient(tracking_uri)
-        found = client.search_runs(
-            [experiment_id],
-            filter_string=f"tags.`{TAG_PARENT}` = '{parent_run_id}' and tags.`{TAG_TRIAL_ID}` = '{trial_id}'",
-            max_results=1,
-        )
-        if found:
-            run_id = found[0].info.run_id
-            if found[0].info.status == "FINISHED" and FINAL_EN_DEV in found[0].data.metrics:
-                return cls(client, run_id, dict(found[0].data.metrics))
-            client.update_run(run_id, status="RUNNING")
-        else:
-            all_tags = {**tags, TAG_PARENT: parent_run_id, TAG_TRIAL_ID: trial_id, TAG_KIND: "trial"}
-            run_id = client.create_run(experiment_id, tags=all_tags, run_name=run_name).info.run_id
-        return cls(client, run_id)
+        placement = placement_tags()
+
+        def find_or_create() -> "TrialRun":
+            # One unit for the retry: if a create_run reached the server but its answer was lost,
+            # the next attempt finds that run by its tags instead of creating a second one.
+            found = client.search_runs(
+                [experiment_id],
+                filter_string=f"tags.`{TAG_PARENT}` = '{parent_run_id}' and tags.`{TAG_TRIAL_ID}` = '{trial_id}'",
+                max_results=1,
+            )
+            if found:
+                run_id = found[0].info.run_id
+                if found[0].info.status == "FINISHED" and FINAL_EN_DEV in found[0].data.metrics:
+                    return cls(client, run_id, dict(found[0].data.metrics))
+                client.update_run(run_id, status="RUNNING")
+                if placement:  # restarted, possibly on another node
+                    client.log_batch(run_id, tags=[RunTag(k, v) for k, v in placement.items()])
+                return cls(client, run_id)
+            all_tags = {**tags, **placement, TAG_PARENT: parent_run_id, TAG_TRIAL_ID: trial_id, TAG_KIND: "trial"}
+            return cls(client, client.create_run(experiment_id, tags=all_tags, run_name=run_name).info.run_id)
+
+        return call_with_retry(find_or_create, what=f"opening the MLflow run of trial {trial_id}")
 
     def log_params(self, params: dict) -> None:
-        existing = self.client.get_run(self.run_id).data.params
-        new = [Param(k, str(v)) for k, v in params.items() if k not in existing]
-        if new:
-            self.client.log_batch(self.run_id, params=new)
+        def log_new() -> None:
+            existing = self.client.get_run(self.run_id).data.params
+            new = [Param(k, str(v)) for k, v in params.items() if k not in existing]
+            if new:
+                self.client.log_batch(self.run_id, params=new)
+
+        call_with_retry(log_new, what="logging trial params")
 
     def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
-        now = int(time.time() * 1000)
+        now = int(time.time() * 1000)  # fixed before the first attempt: a repeat is the same point
         items = [Metric(k, float(v), now, step) for k, v in metrics.items() if isinstance(v, (int, float))]
         for start in range(0, len(items), 900):  # MLflow caps a batch at 1000 metrics
-            self.client.log_batch(self.run_id, metrics=items[start:start + 900])
+            call_with_retry(self.client.log_batch, self.run_id, metrics=items[start:start + 900],
+                            what="logging trial metrics")
 
     def set_tags(self, tags: dict[str, str]) -> None:
-        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        call_with_retry(self.client.log_batch, self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()],
+                        what="setting trial tags")
 
     def finish(self, status: str = "FINISHED") -> None:
-        self.client.set_terminated(self.run_id, status=status)
+        call_with_retry(self.client.set_terminated, self.run_id, status=status, what="closing the trial's run")

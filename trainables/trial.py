@@ -15,8 +15,12 @@ import traceback
 from pathlib import Path
 
 from tasks import NONE, get_task
+from tasks.mixture import parse_source, source_name
 from trainables.config import PhaseConfig, TrialConfig
 from trainables.phase_cache import PhaseCache, cache_key
+from tasks.record_schema import (PARAM_INTERMEDIATE_LANGUAGES, PARAM_INTERMEDIATE_NUM_LANGUAGES,
+                                 PARAM_INTERMEDIATE_SAMPLING, PARAM_INTERMEDIATE_SOURCES,
+                                 PARAM_INTERMEDIATE_TEMPERATURE, PARAM_INTERMEDIATE_WEIGHTS, PARAM_TARGET_TRAIN)
 from tasks.record_schema import (FINAL_ALL_LANGUAGES, FINAL_DEV_PREFIX, FINAL_EN_DEV, FINAL_ZERO_SHOT, TAG_CHECKPOINT,
                                  TAG_ERROR, TAG_INTERMEDIATE, TAG_STOPPED_EARLY, TAG_SELECTION_METRIC, TAG_STUDY, TAG_TARGET)
 from trainables.tracking import TrialRun
@@ -30,9 +34,49 @@ def trial_params(trial: TrialConfig) -> dict:
         "intermediate_lr": trial.intermediate_lr, "target_lr": trial.target_lr,
         "model": trial.model_path, "seed": trial.seed, "data_dir": trial.data_dir,
         "num_workers": trial.resources.num_workers, "use_gpu": trial.resources.use_gpu,
+        PARAM_TARGET_TRAIN: trial.target_train,
     }
+    params.update(intermediate_params(trial))
     params.update({f"training.{k}": v for k, v in dataclasses.asdict(trial.training).items()})
     return params
+
+
+def phase2_sources(trial: TrialConfig) -> tuple[str, ...]:
+    """The "task@lang" training splits of phase 2 (() for none)."""
+    if trial.intermediate_task == NONE:
+        return ()
+    sources = tuple(trial.intermediate_sources) or (trial.intermediate_task,)
+    full = []
+    for source in sources:
+        name, language = parse_source(source)
+        full.append(source_name(name, language or get_task(name).train_language))
+    return tuple(full)
+
+
+def intermediate_params(trial: TrialConfig) -> dict:
+    """What phase 2 trained on, as MLflow params the analysis reads (e.g. languages per mixture)."""
+    sources = list(phase2_sources(trial))
+    languages = sorted({parse_source(s)[1] or get_task(parse_source(s)[0]).train_language for s in sources})
+    params = {PARAM_INTERMEDIATE_SOURCES: ",".join(sources), PARAM_INTERMEDIATE_LANGUAGES: ",".join(languages),
+              PARAM_INTERMEDIATE_NUM_LANGUAGES: len(languages)}
+    if len(sources) > 1:
+        params[PARAM_INTERMEDIATE_SAMPLING] = trial.intermediate_sampling
+        params[PARAM_INTERMEDIATE_TEMPERATURE] = trial.intermediate_temperature
+        if trial.intermediate_weights:
+            params[PARAM_INTERMEDIATE_WEIGHTS] = ",".join(f"{w:g}" for w in trial.intermediate_weights)
+    return params
+
+
+def target_sources(trial: TrialConfig, target) -> tuple[str, ...] | None:
+    """Phase 3's training splits: None (English, zero-shot) or, for translate-train, every
+    language of the target that has a training split."""
+    if trial.target_train == "english":
+        return None
+    from tasks import DataOptions
+
+    options = DataOptions(trial.data_dir, None, trial.seed, trial.data_files)
+    languages = [l for l in target.languages if l == target.train_language or target.has_data("train", l, options)]
+    return tuple(source_name(target.name, l) for l in languages)
 
 
 def _fit(phase: PhaseConfig, trial: TrialConfig, name: str, report_to_tune: bool):
@@ -65,7 +109,7 @@ def _fit(phase: PhaseConfig, trial: TrialConfig, name: str, report_to_tune: bool
 
 def intermediate_cache_fields(trial: TrialConfig) -> dict:
     """Everything that determines a phase-2 result, and nothing else (not the target task)."""
-    return {
+    fields = {
         "model": trial.model_path, "intermediate_task": trial.intermediate_task,
         "learning_rate": trial.intermediate_lr, "seed": trial.seed, "data_dir": trial.data_dir,
         "data_files": trial.data_files,
@@ -73,6 +117,15 @@ def intermediate_cache_fields(trial: TrialConfig) -> dict:
         "training": {k: v for k, v in dataclasses.asdict(trial.training).items() if k not in ("target_epochs",)},
         "num_workers": trial.resources.num_workers,
     }
+    # A mixture is keyed by what it trains on, not by its name (a single task or "task@lang" is
+    # its own name, so earlier cache entries stay hits).
+    sources = phase2_sources(trial)
+    if len(sources) > 1:
+        fields["intermediate_task"] = list(sources)
+        fields["sampling"] = [trial.intermediate_sampling, trial.intermediate_temperature]
+        if trial.intermediate_weights:
+            fields["weights"] = list(trial.intermediate_weights)
+    return fields
 
 
 def intermediate_encoder(trial: TrialConfig, trial_id: str, run: TrialRun) -> str:
@@ -83,8 +136,11 @@ def intermediate_encoder(trial: TrialConfig, trial_id: str, run: TrialRun) -> st
         manifest = cache.lookup(key)
         hit = manifest is not None
         if not hit:
+            sources = phase2_sources(trial)
             phase = PhaseConfig(
-                phase="intermediate", task=trial.intermediate_task, init_path=trial.model_path,
+                phase="intermediate", task=parse_source(sources[0])[0], init_path=trial.model_path,
+                sources=sources, sampling=trial.intermediate_sampling, temperature=trial.intermediate_temperature,
+                weights=trial.intermediate_weights,
                 tokenizer_path=trial.model_path, learning_rate=trial.intermediate_lr,
                 epochs=trial.training.intermediate_epochs, seed=trial.seed, training=trial.training,
                 data_dir=trial.data_dir, mlflow_tracking_uri=trial.mlflow_tracking_uri, mlflow_run_id=run.run_id,
@@ -148,9 +204,10 @@ def retrieval_target(trial: TrialConfig, target, encoder: str, run: TrialRun) ->
         for name, value in values.items():
             if math.isfinite(value):  # a BUCC threshold is +inf when there was nothing to mine
                 final[f"{FINAL_DEV_PREFIX}{language}/{name}"] = value
-    per_language = [scores[language][target.metric] for language in target.languages]
+    # Over the languages that were scored (those with local data; tasks.retrieval.evaluate_retrieval).
+    per_language = [values[target.metric] for values in scores.values()]
     final[FINAL_ALL_LANGUAGES] = sum(per_language) / len(per_language)
-    zero_shot = [scores[l][target.metric] for l in target.languages if l != target.train_language]
+    zero_shot = [values[target.metric] for l, values in scores.items() if l != target.train_language]
     if zero_shot:
         final[FINAL_ZERO_SHOT] = sum(zero_shot) / len(zero_shot)
     final[FINAL_EN_DEV] = final[FINAL_ALL_LANGUAGES]
@@ -195,7 +252,7 @@ def run_trial(config: dict) -> None:
             phase="target", task=trial.target_task, init_path=encoder, tokenizer_path=trial.model_path,
             learning_rate=trial.target_lr, epochs=trial.training.target_epochs, seed=trial.seed,
             training=trial.training, data_dir=trial.data_dir, data_files=trial.data_files,
-            feature_cache_dir=trial.feature_cache_dir,
+            feature_cache_dir=trial.feature_cache_dir, sources=target_sources(trial, target),
             mlflow_tracking_uri=trial.mlflow_tracking_uri, mlflow_run_id=run.run_id,
         )
         result = _fit(phase, trial, f"{trial_id}-target", report_to_tune=True)
