@@ -174,7 +174,8 @@ def _run_and_summarise(study, address, resume_run_id=None) -> int:
     try:
         completed = run_study(study, address=address, resume_run_id=resume_run_id)
     except KeyboardInterrupt:
-        print("xstilts run: interrupted", file=sys.stderr)
+        print(f"xstilts run: interrupted; continue with: xstilts resume {study.name} --tracking-uri {study.tracking_uri}",
+              file=sys.stderr)
         return EXIT_FAILURE
     except ConnectionError as error:
         print(f"xstilts run: error: cannot reach Ray at --address {address}: {error}", file=sys.stderr)

@@ -246,6 +246,10 @@ def run_study(study: ResolvedStudy, address: str | None = None, log=print, resum
         f"up to {c.max_concurrent_trials} at once; MLflow run {parent_run_id} in experiment {c.mlflow.experiment!r}")
     completed: dict[str, int] = {}
     status = "FAILED"
+    # Ctrl-C must stop the whole study: Tune's own SIGINT handler only ends the current target's
+    # search, and the loop would start the next one. Without it, KeyboardInterrupt reaches us;
+    # Tune saves its state as it goes, so `xstilts resume NAME` continues (as after a lost driver).
+    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
     try:
         for index, target in enumerate(c.target_tasks):
             task = get_task(target)
@@ -272,6 +276,9 @@ def run_study(study: ResolvedStudy, address: str | None = None, log=print, resum
             tuner = make_tuner(trainable, c, index, base, os.path.join(study.study_dir, "tune"), [progress])
             completed[target] = _completed(tuner.fit())
         status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"  # resumable: `xstilts resume NAME`
+        raise
     finally:
         try:
             finish_study_run(study.tracking_uri, parent_run_id, status, time.time() - started)
