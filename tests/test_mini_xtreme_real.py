@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -41,7 +42,8 @@ def test_two_trial_slice_of_the_real_study(tmp_path):
     config["training"].update(max_train_examples=64, max_eval_examples=32, intermediate_epochs=1, target_epochs=1)
     path = tmp_path / "slice.yaml"
     path.write_text(yaml.safe_dump(config))
-    env = {**os.environ, "RAY_TMPDIR": str(tmp_path / "ray")}
+    # Ray's socket paths must stay under 107 bytes: a short temp dir, not the test's tmp_path.
+    env = {**os.environ, "RAY_TMPDIR": tempfile.mkdtemp(prefix="ray-me5-", dir="/tmp")}
     done = subprocess.run([sys.executable, "-m", "study.cli", "run", "--config", str(path)], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=1800)
     assert done.returncode == 0, done.stderr[-3000:]
