@@ -144,3 +144,17 @@ def test_analyze_unknown_study_is_bad_input(study):
     root, uri, _ = study
     result = _cli(root, "analyze", "--study", "no-such-study", "--tracking-uri", uri)
     assert result.returncode == 2 and "no-such-study" in result.stderr
+
+
+def test_running_a_study_name_again_is_refused_and_writes_nothing(study):
+    root, uri, _ = study
+    before = sorted(r.info.run_id for group in _runs(uri) for r in group)
+    files_before = sorted(str(p) for p in (root / "xstilts_runs").rglob("*") if "mlflow.db" not in p.name)
+    result = _cli(root, "run", "--config", "study.yaml", "--name", "e2e-study")
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "'--name'" in lines[0] and "xstilts resume e2e-study" in lines[0], result.stderr
+    assert "Started a local Ray" not in result.stderr
+    assert sorted(r.info.run_id for group in _runs(uri) for r in group) == before  # no orphan MLflow run
+    files_after = sorted(str(p) for p in (root / "xstilts_runs").rglob("*") if "mlflow.db" not in p.name)
+    assert files_after == files_before
