@@ -394,7 +394,7 @@ def _encode_span_qa(examples: list, tokenizer, max_length: int, doc_stride: int,
 # Batching
 # ---------------------------------------------------------------------------------------------
 
-def _padded(sequences: list[list[int]], width: int, pad_token_id: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+def pad_sequences(sequences: list[list[int]], width: int, pad_token_id: int | None) -> tuple[torch.Tensor, torch.Tensor]:
     # Padding is masked out, so its id only has to be a valid token: 0 when the tokenizer names none.
     input_ids = torch.full((len(sequences), width), 0 if pad_token_id is None else pad_token_id, dtype=torch.long)
     attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
@@ -417,17 +417,17 @@ def collate(batch: list[AnyFeatures], pad_token_id: int | None) -> dict[str, tor
         n_choices = len(first.input_ids)
         width = max(feature_length(f) for f in batch)
         flat = [ids for f in batch for ids in f.input_ids]
-        input_ids, attention_mask = _padded(flat, width, pad_token_id)
+        input_ids, attention_mask = pad_sequences(flat, width, pad_token_id)
         shape = (len(batch), n_choices, width)
         inputs = {"input_ids": input_ids.view(shape), "attention_mask": attention_mask.view(shape)}
         if first.token_type_ids is not None:
-            inputs["token_type_ids"] = _padded([t for f in batch for t in f.token_type_ids], width, 0)[0].view(shape)
+            inputs["token_type_ids"] = pad_sequences([t for f in batch for t in f.token_type_ids], width, 0)[0].view(shape)
         return {**inputs, "labels": torch.tensor([f.labels for f in batch], dtype=torch.long)}
     width = max(len(f.input_ids) for f in batch)
-    input_ids, attention_mask = _padded([f.input_ids for f in batch], width, pad_token_id)
+    input_ids, attention_mask = pad_sequences([f.input_ids for f in batch], width, pad_token_id)
     inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
     if first.token_type_ids is not None:
-        inputs["token_type_ids"] = _padded([f.token_type_ids for f in batch], width, 0)[0]
+        inputs["token_type_ids"] = pad_sequences([f.token_type_ids for f in batch], width, 0)[0]
     if isinstance(first, QAFeatures):
         return {**inputs,
                 "start_positions": torch.tensor([f.start_position for f in batch], dtype=torch.long),

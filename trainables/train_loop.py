@@ -45,7 +45,7 @@ import torch
 from tasks import DataOptions, get_task
 from tasks.base import TaskDataError
 from tasks.modeling import (batches_by_length, collate, evaluate, freeze_embeddings, load_model_for_task,
-                            majority_baseline, predict, score)
+                            majority_baseline, pad_sequences, predict, score)
 from tasks.mixture import parse_source, source_name
 from trainables.config import PhaseConfig
 from trainables.feature_cache import cached_encode
@@ -367,7 +367,7 @@ def train_phase(config: dict) -> None:
                     if mlm_features:
                         start = ((step * world + rank) * opts.batch_size) % len(mlm_order)  # a shard per worker
                         rows = [mlm_features[mlm_order[(start + k) % len(mlm_order)]] for k in range(opts.batch_size)]
-                        ids, mask = _pad_rows(rows, tokenizer.pad_token_id)
+                        ids, mask = pad_sequences(rows, max(len(r) for r in rows), tokenizer.pad_token_id)
                         inputs, labels = mask_tokens(ids, mask, tokenizer, opts.mlm_probability, mlm_generator)
                         mlm_batch = {"input_ids": inputs.to(device), "attention_mask": mask.to(device),
                                      "labels": labels.to(device)}
@@ -458,16 +458,6 @@ def train_phase(config: dict) -> None:
             _progress("epoch", phase=cfg.phase, epoch=epoch + 1)
         if stop:
             break
-
-
-def _pad_rows(rows: list[list[int]], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        ids[i, :len(row)] = torch.tensor(row, dtype=torch.long)
-        mask[i, :len(row)] = 1
-    return ids, mask
 
 
 def _early_stopping_update(state: dict, score: float, epoch: int, opts, model) -> bool:
