@@ -387,7 +387,7 @@ def _check_values(c: StudyConfig) -> None:
     t = c.training
     for name in ("batch_size", "gradient_accumulation_steps", "intermediate_epochs", "target_epochs", "eval_batch_size"):
         _positive_int(getattr(t, name), f"training.{name}", "use 1 or more")
-    for name in ("max_length", "max_train_examples", "max_eval_examples"):
+    for name in ("max_length", "max_train_examples", "intermediate_max_train_examples", "max_eval_examples"):
         if getattr(t, name) is not None:
             _positive_int(getattr(t, name), f"training.{name}", "use 1 or more, or null for no limit")
     if not 0 <= t.warmup_ratio < 1:

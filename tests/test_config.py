@@ -46,6 +46,7 @@ BAD_CONFIGS = [
     ("empty search space", {"search_space": {}}, "search_space", "target_lr"),
     ("unknown search parameter", {"search_space__dropout": {"type": "uniform", "low": 0.1, "high": 0.2}}, "search_space.dropout", "use one of"),
     ("num_samples zero", {"num_samples": 0}, "num_samples", ">= 1"),
+    ("phase-2 cap zero", {"training__intermediate_max_train_examples": 0}, "training.intermediate_max_train_examples", "null for no limit"),
     ("empty target list", {"target_tasks": []}, "target_tasks", "non-empty"),
     ("unknown scheduler", {"search__scheduler": "hyperband"}, "search.scheduler", "asha"),
     ("bad tracking uri", {"mlflow__tracking_uri": "./mlruns"}, "mlflow.tracking_uri", "sqlite"),

@@ -147,7 +147,9 @@ def test_mixture_phase_with_mlm_on_two_ddp_workers(tmp_path, monkeypatch):
     phase = PhaseConfig(
         phase="intermediate", task="synthetic_mnli", init_path=model, tokenizer_path=model, learning_rate=1e-3,
         epochs=2, seed=0, sources=sources, sampling="temperature", temperature=2.0,
-        training=TrainingOptions(batch_size=16, max_train_examples=240, max_eval_examples=64, mlm_weight=0.5,
+        # Phase 2 takes its own cap: max_train_examples (phase 3's) would give 1 batch per source.
+        training=TrainingOptions(batch_size=16, max_train_examples=8, intermediate_max_train_examples=240,
+                                 max_eval_examples=64, mlm_weight=0.5,
                                  mlm_corpus="synthetic", freeze_embeddings=True, early_stopping_patience=3),
         feature_cache_dir=str(tmp_path / "features"),
     )
@@ -167,6 +169,9 @@ def test_mixture_phase_with_mlm_on_two_ddp_workers(tmp_path, monkeypatch):
     # Every source was drawn, and both tasks' English dev sets were scored with their own head.
     steps = {s: metrics[f"intermediate/steps/{s.replace('@', '/')}"] for s in sources}
     assert all(count > 0 for count in steps.values()), steps
+    # intermediate_max_train_examples applied: the 8-example cap would allow at most 3 sources x
+    # 1 batch x 2 epochs = 6 steps in all.
+    assert sum(steps.values()) > 6, steps
     assert {"intermediate/dev/synthetic_mnli/en/accuracy", "intermediate/dev/synthetic_qqp/en/accuracy"} <= set(metrics)
     assert metrics["intermediate/en_dev_score"] == pytest.approx(
         (metrics["intermediate/dev/synthetic_mnli/en/accuracy"] + metrics["intermediate/dev/synthetic_qqp/en/accuracy"]) / 2)

@@ -21,6 +21,9 @@ class TrainingOptions:
     intermediate_epochs: int = 2
     target_epochs: int = 3
     max_train_examples: int | None = None
+    # Phase 2's own cap (None: max_train_examples): intermediate tasks usually need more steps
+    # than a capped target's, e.g. to move a head the pretrained encoder has never seen.
+    intermediate_max_train_examples: int | None = None
     max_eval_examples: int | None = None
     eval_batch_size: int = 128
     # Phase 2 only: weight of an auxiliary MLM loss on unlabeled multilingual text, added at every

@@ -233,7 +233,10 @@ def train_phase(config: dict) -> None:
     device = ray.train.torch.get_device()
     torch.manual_seed(cfg.seed)
 
-    train_options = cfg.data_options(opts.max_train_examples)
+    max_train = opts.max_train_examples
+    if cfg.phase == "intermediate" and opts.intermediate_max_train_examples is not None:
+        max_train = opts.intermediate_max_train_examples
+    train_options = cfg.data_options(max_train)
     eval_options = cfg.data_options(opts.max_eval_examples)
     tokenizer = AutoTokenizer.from_pretrained(cfg.tokenizer_path)
 
@@ -272,7 +275,7 @@ def train_phase(config: dict) -> None:
     if multi:
         model = build_multitask_model(list(tasks.values()), cfg.init_path, with_mlm=opts.mlm_weight > 0)
         if opts.mlm_weight > 0:
-            lines = load_mlm_corpus(opts.mlm_corpus or "synthetic", opts.max_train_examples, cfg.seed)
+            lines = load_mlm_corpus(opts.mlm_corpus or "synthetic", max_train, cfg.seed)
             mlm_features = encode_mlm_corpus(lines, tokenizer, opts.max_length or task.max_length)
     else:
         model = load_model_for_task(task, cfg.init_path)
