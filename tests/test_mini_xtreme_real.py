@@ -39,7 +39,7 @@ def test_two_trial_slice_of_the_real_study(tmp_path):
         mlflow={"tracking_uri": f"sqlite:///{tmp_path}/mlflow.db", "experiment": "mini-slice"},
     )
     config["search_space"].pop("retrieval_layer", None)
-    config["training"].update(max_train_examples=64, max_eval_examples=32, intermediate_epochs=1, target_epochs=1)
+    config["training"].update(max_train_examples=64, intermediate_max_train_examples=64, max_eval_examples=32, intermediate_epochs=1, target_epochs=1)
     path = tmp_path / "slice.yaml"
     path.write_text(yaml.safe_dump(config))
     # Ray's socket paths must stay under 107 bytes: a short temp dir, not the test's tmp_path.
