@@ -66,6 +66,7 @@ class StudyRecord:
     status: str
     tracking_uri: str
     params: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)  # the parent run's (study_wall_seconds)
 
 
 def _no_experiment(tracking_uri: str, experiment: str) -> StudyNotFound:
@@ -95,7 +96,7 @@ def find_study(tracking_uri: str, experiment: str, name: str | None = None) -> S
         raise _no_study(tracking_uri, experiment, name)
     run = runs[0]
     return StudyRecord(run.data.tags[TAG_STUDY], run.info.run_id, found.experiment_id, run.info.status,
-                       tracking_uri, dict(run.data.params))
+                       tracking_uri, dict(run.data.params), dict(run.data.metrics))
 
 
 def list_studies(tracking_uri: str, experiment: str) -> list[StudyRecord]:
@@ -178,13 +179,14 @@ def _sqlite_find_study(tracking_uri: str, experiment: str, name: str | None) -> 
         run_id, status = found
         study_name = connection.execute("SELECT value FROM tags WHERE run_uuid = ? AND key = ?", (run_id, TAG_STUDY)).fetchone()
         params = dict(connection.execute("SELECT key, value FROM params WHERE run_uuid = ?", (run_id,)).fetchall())
+        metrics = dict(connection.execute("SELECT key, value FROM latest_metrics WHERE run_uuid = ?", (run_id,)).fetchall())
     except sqlite3.Error:
         return None
     finally:
         connection.close()
     if study_name is None:
         return None
-    return StudyRecord(study_name[0], run_id, str(experiment_id), status, tracking_uri, params)
+    return StudyRecord(study_name[0], run_id, str(experiment_id), status, tracking_uri, params, metrics)
 
 
 def _sqlite_trials(study: StudyRecord) -> list[TrialRecord] | None:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Sequence
 
 from analysis import plots, questions
+from analysis.run_stats import retrieval_layer_table, run_json, run_table
 from analysis.records import StudyRecord
 from analysis.tables import (NONE, StudySummary, Table, comparison_tables, language_gain_table, language_table,
                              selection_rules_table, summary_json, english_dev_table, zero_shot_table)
@@ -118,7 +119,8 @@ def question_sections(summary: StudySummary, returns_threshold: float = question
 
 
 def build_sections(summary: StudySummary, compare: Sequence[StudySummary] = (),
-                   returns_threshold: float = questions.DEFAULT_RETURNS_THRESHOLD) -> list[Section]:
+                   returns_threshold: float = questions.DEFAULT_RETURNS_THRESHOLD,
+                   study: StudyRecord | None = None) -> list[Section]:
     """The report's content, in order; rendered to HTML and Markdown alike."""
     sections = [
         Section("Main tables", [
@@ -137,6 +139,9 @@ def build_sections(summary: StudySummary, compare: Sequence[StudySummary] = (),
         languages.blocks += _figure(f"languages-{_slug(target)}", f"{target}: dev score per language of each intermediate "
                                     "task's English-dev-selected trial; dashed: majority class.", plots.language_bars(summary, target))
     sections.append(languages)
+    layers = retrieval_layer_table(summary, summary.run)
+    if layers is not None:
+        sections.append(Section("Retrieval layers", [layers]))
     sections += question_sections(summary, returns_threshold)
     sections.append(Section("Model selection: English dev vs. oracle", [selection_rules_table(summary)]))
     sections.append(Section("Search", [
@@ -145,6 +150,7 @@ def build_sections(summary: StudySummary, compare: Sequence[StudySummary] = (),
         *_figure("search_progress", "English dev score of each trial in start order, and the best completed trial so "
                  "far.", plots.search_progress(summary)),
     ]))
+    sections.append(Section("How the study ran", [run_table(summary.run, study)]))
     if compare:
         everyone = [summary, *compare]
         sections.append(Section("Studies side by side", [
@@ -223,7 +229,7 @@ def write_report(summary: StudySummary, out_dir: str | Path, study: StudyRecord 
     calls the gain of more languages not worth it."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    sections = build_sections(summary, compare, returns_threshold)
+    sections = build_sections(summary, compare, returns_threshold, study)
     meta = _meta(summary, study, compare)
     images = []
     for section in sections:
@@ -236,7 +242,7 @@ def write_report(summary: StudySummary, out_dir: str | Path, study: StudyRecord 
     html_path.write_text(render_html(summary, sections, meta), encoding="utf-8")
     md_path.write_text(render_markdown(summary, sections, meta), encoding="utf-8")
     data = {"study": summary_json(summary), "questions": questions.questions_json(summary, returns_threshold),
-            "compare": [summary_json(s) for s in compare]}
+            "compare": [summary_json(s) for s in compare], "run": run_json(summary.run, study)}
     json_path.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
     return ReportFiles(html_path, md_path, json_path, tuple(images))
 

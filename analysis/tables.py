@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
 from analysis.records import TrialRecord
+from analysis.run_stats import RunStats
 from analysis.select import BestTracker, Selection
 from tasks import NONE, UnknownTaskError, get_task
 from tasks.record_schema import FINAL_ALL_LANGUAGES, FINAL_CHANCE_PREFIX, FINAL_ZERO_SHOT
@@ -109,6 +110,7 @@ class StudySummary:
     best: dict[str, dict[str, Selection]]  # rule -> target -> Selection
     points: list[TrialPoint]  # in start order
     status_counts: dict[str, dict[str, int]]  # target -> MLflow status -> trials
+    run: RunStats = field(default_factory=RunStats)  # wall times, phase cache, throughput, retrieval layers
 
     def cell(self, intermediate: str, target: str) -> Cell | None:
         return self.cells.get((intermediate, target))
@@ -144,8 +146,10 @@ def summarize(trials: Iterable[TrialRecord], name: str = "") -> StudySummary:
     points: list[TrialPoint] = []
     per_target = BestTracker((HONEST, ORACLE))
     per_cell = BestTracker((HONEST, ORACLE))
+    run = RunStats()
     for trial in trials:
         target, intermediate = trial.target_task or "(unknown)", arm_label(trial)
+        run.add(trial, intermediate)
         key = (intermediate, target)
         cell = cells.setdefault(key, Cell(intermediate, target))
         cell.started += 1
@@ -181,7 +185,7 @@ def summarize(trials: Iterable[TrialRecord], name: str = "") -> StudySummary:
     best = {rule: dict(sorted(found.items())) for rule, found in per_target.selections().items()}
     return StudySummary(name, cells, targets, intermediates, metrics,
                         {t: _language_order(t, seen_languages.get(t, set())) for t in targets},
-                        chance, best, points, status_counts)
+                        chance, best, points, status_counts, run)
 
 
 def _language_order(target: str, seen: set[str]) -> list[str]:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import signal
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -190,6 +192,19 @@ def _completed(results) -> int:
     return sum(1 for r in results if r.error is None and r.metrics.get(FINAL_EN_DEV) is not None)
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _stop_on_sigterm():
+    """Make SIGTERM raise KeyboardInterrupt (as Ctrl-C does); returns the handler it replaced,
+    or None where signals cannot be set (not the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    return signal.SIG_DFL if previous is None else previous  # None: a handler set outside Python (Ray's)
+
+
 def run_study(study: ResolvedStudy, address: str | None = None, log=print, resume_run_id: str | None = None) -> dict:
     """Run every target's search; return {target: number of completed trials}.
 
@@ -250,6 +265,8 @@ def run_study(study: ResolvedStudy, address: str | None = None, log=print, resum
     # search, and the loop would start the next one. Without it, KeyboardInterrupt reaches us;
     # Tune saves its state as it goes, so `xstilts resume NAME` continues (as after a lost driver).
     os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
+    # SIGTERM (`kill`, a job scheduler, a preempted head node) stops the study the same way.
+    previous_sigterm = _stop_on_sigterm()
     try:
         for index, target in enumerate(c.target_tasks):
             task = get_task(target)
@@ -280,6 +297,8 @@ def run_study(study: ResolvedStudy, address: str | None = None, log=print, resum
         status = "KILLED"  # resumable: `xstilts resume NAME`
         raise
     finally:
+        if previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, previous_sigterm)
         try:
             finish_study_run(study.tracking_uri, parent_run_id, status, time.time() - started)
         finally:

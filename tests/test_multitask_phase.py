@@ -176,6 +176,7 @@ def test_mixture_phase_with_mlm_on_two_ddp_workers(tmp_path, monkeypatch):
     assert metrics["intermediate/en_dev_score"] == pytest.approx(
         (metrics["intermediate/dev/synthetic_mnli/en/accuracy"] + metrics["intermediate/dev/synthetic_qqp/en/accuracy"]) / 2)
     assert 0 < metrics["intermediate/mlm_loss"] < 20
+    assert 0.5 < metrics["intermediate/train_real_token_fraction"] <= 1  # length-grouped batches pad little
     starts = [json.loads(line) for line in progress.read_text().splitlines() if '"start"' in line]
     assert starts and starts[0]["sources"] == list(sources) and starts[0]["frozen_parameters"] > 0
     # The saved encoder loads alone, with the word embeddings untouched (frozen) and the rest trained.

@@ -81,3 +81,36 @@ def test_driver_killed_then_resumed(tmp_path: Path):
     again = subprocess.run([sys.executable, "-m", "study.cli", "resume", "no-such-study", "--tracking-uri", uri],
                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert again.returncode == 2 and "no-such-study" in again.stderr
+
+
+def test_sigterm_stops_the_whole_study_and_leaves_it_resumable(tmp_path: Path):
+    """`kill` (or a scheduler's SIGTERM) is Ctrl-C: the study stops, its MLflow run is KILLED (not
+    left RUNNING), and the message says how to resume."""
+    raw = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    raw.update(name="term", num_samples=2, max_concurrent_trials=1, target_tasks=["synthetic_xnli", "synthetic_panx"])
+    raw["training"].update(target_epochs=2, intermediate_epochs=1, max_train_examples=300)
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(raw))
+    uri = f"sqlite:///{tmp_path / 'xstilts_runs' / 'mlflow.db'}"
+    driver = subprocess.Popen([sys.executable, "-m", "study.cli", "run", "--config", "study.yaml", "--name", "term-me"],
+                              cwd=tmp_path, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 300
+        tune_dir = tmp_path / "xstilts_runs" / "term-me" / "tune"
+        while time.time() < deadline and not (tune_dir.exists() and _trial_runs(uri)):  # a trial is running
+            assert driver.poll() is None, "the study ended before it could be stopped"
+            time.sleep(1)
+        assert _trial_runs(uri), "no trial started in time"
+        driver.send_signal(signal.SIGTERM)
+        stdout, stderr = driver.communicate(timeout=120)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    assert driver.returncode == 1, stderr[-3000:]
+    assert "interrupted; continue with: xstilts resume term-me" in stderr
+    assert "--- target task synthetic_panx" not in stdout  # the next target's search did not start
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("xstilts")
+    parents = [r for r in client.search_runs([experiment.experiment_id]) if r.data.tags.get("xstilts.run_kind") == "study"]
+    assert [p.info.status for p in parents] == ["KILLED"]
+    assert "study_wall_seconds" in parents[0].data.metrics

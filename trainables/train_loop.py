@@ -350,7 +350,7 @@ def train_phase(config: dict) -> None:
 
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
-        started, tokens, steps = time.time(), 0, 0
+        started, tokens, batch_tokens, steps = time.time(), 0, 0, 0
         loss_sum = torch.zeros((), device=device)
         mlm_sum = torch.zeros((), device=device)
         plan = epoch_plan(epoch)
@@ -360,6 +360,7 @@ def train_phase(config: dict) -> None:
         for step, (source, indices) in enumerate(plan):
             cpu_batch = collate([source.features[i] for i in indices], tokenizer.pad_token_id)
             tokens += int(cpu_batch["attention_mask"].sum())  # counted on the host: no device sync
+            batch_tokens += cpu_batch["attention_mask"].numel()  # real + padding (multiple choice: every choice)
             batch = {k: v.to(device, non_blocking=True) for k, v in cpu_batch.items()}
             drawn[source.name] = drawn.get(source.name, 0) + 1
             with autocast():
@@ -397,6 +398,7 @@ def train_phase(config: dict) -> None:
             f"{prefix}epoch": epoch + 1,
             f"{prefix}train_loss": train_loss,
             f"{prefix}train_tokens_per_s": tokens * world / max(seconds, 1e-9),
+            f"{prefix}train_real_token_fraction": tokens / max(batch_tokens, 1),
             f"{prefix}train_seconds": seconds,
             f"{prefix}setup_seconds": setup_seconds,
         }
