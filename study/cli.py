@@ -100,7 +100,9 @@ def _parser() -> argparse.ArgumentParser:
                                         "PNG plots beside it, and OUT/summary.json: the research-question tables "
                                         "(intermediate x target, per language, English-dev vs oracle selection), a "
                                         "heatmap of deltas to `none`, per-language bars, learning-rate sensitivity and "
-                                        "search progress; then log them to the study's parent MLflow run under report/.",
+                                        "search progress, retrieval scores per encoder layer, and how the study ran (wall time, "
+                                        "phase-2 cache hit rate, tokens/s and real-token fraction per phase); then log them to "
+                                        "the study's parent MLflow run under report/.",
                             epilog="Example: xstilts report --study my-study --out reports/my-study --compare other-study")
     _add_study_args(report)
     report.add_argument("--out", required=True, help="folder to write the report into (created if needed)")
