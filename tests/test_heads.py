@@ -334,3 +334,29 @@ def test_classification_and_tagging_features_are_unchanged(tokenizer):
     assert (batch["labels"][batch["attention_mask"] == 0] == -100).all()
     order = batches_by_length(features, 2)
     assert sorted(i for b in order for i in b) == list(range(5))
+
+
+def test_a_word_whose_first_piece_is_a_bare_word_start_is_labelled_on_its_next_piece(tokenizer):
+    """XLM-R-style SentencePiece splits many (Chinese, Japanese) words into a bare "▁" + the rest;
+    the tag then goes on the first piece that is not the bare marker, one labelled piece per word."""
+    from tasks import get_task
+    from tasks.base import TaggingExample
+    from tasks.modeling import bare_word_start_id, word_label_positions
+
+    bare = bare_word_start_id(tokenizer)
+    assert bare is not None and tokenizer.convert_ids_to_tokens(bare) == "\u2581"
+    # Hand-made ids: word 0 = [bare, 7], word 1 = [9], word 2 = [bare] only, word 3 = [bare, bare, 5, 6].
+    words = [None, 0, 0, 1, 2, 3, 3, 3, 3, None]
+    ids = [0, bare, 7, 9, bare, bare, bare, 5, 6, 2]
+    assert word_label_positions(words, ids, bare) == {0: 2, 1: 3, 2: 4, 3: 7}
+    assert word_label_positions(words, ids, None) == {0: 1, 1: 3, 2: 4, 3: 5}  # WordPiece: the first piece
+
+    panx = get_task("synthetic_panx")
+    tokens = ("zxqv", "Q", "kk")  # the tiny tokenizer splits each into "▁" + letters
+    pieces = [tokenizer.convert_ids_to_tokens(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in tokens]
+    assert all(p[0] == "\u2581" and len(p) > 1 for p in pieces), pieces
+    example = TaggingExample(tokens=tokens, tags=(panx.labels[1], panx.labels[0], panx.labels[2]))
+    feature = encode(panx, [example], tokenizer)[0]
+    labelled = [(tokenizer.convert_ids_to_tokens(i), label) for i, label in zip(feature.input_ids, feature.labels) if label != -100]
+    assert [label for _, label in labelled] == [1, 0, 2]  # one per word, in order
+    assert all(piece != "\u2581" for piece, _ in labelled)
