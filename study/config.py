@@ -390,6 +390,15 @@ def _check_values(c: StudyConfig) -> None:
     for name in ("max_length", "max_train_examples", "intermediate_max_train_examples", "max_eval_examples"):
         if getattr(t, name) is not None:
             _positive_int(getattr(t, name), f"training.{name}", "use 1 or more, or null for no limit")
+    if t.max_train_examples_by_task is not None:
+        if not isinstance(t.max_train_examples_by_task, dict):
+            raise ConfigError("training.max_train_examples_by_task", f"must be a mapping, got {t.max_train_examples_by_task!r}",
+                              "e.g. {pawsx: 1800}")
+        for name, cap in t.max_train_examples_by_task.items():
+            where = f"training.max_train_examples_by_task.{name}"
+            if name not in TASKS:
+                raise ConfigError(where, "is not a known task", f"use a task name, one of: {', '.join(sorted(TASKS))}")
+            _positive_int(cap, where, "use 1 or more, or remove the task for the study-wide cap")
     if not 0 <= t.warmup_ratio < 1:
         raise ConfigError("training.warmup_ratio", f"must be in [0, 1), got {t.warmup_ratio}", "the paper uses 0.1")
     if t.weight_decay < 0 or t.max_grad_norm <= 0:

@@ -148,7 +148,9 @@ def test_mixture_phase_with_mlm_on_two_ddp_workers(tmp_path, monkeypatch):
         phase="intermediate", task="synthetic_mnli", init_path=model, tokenizer_path=model, learning_rate=1e-3,
         epochs=2, seed=0, sources=sources, sampling="temperature", temperature=2.0,
         # Phase 2 takes its own cap: max_train_examples (phase 3's) would give 1 batch per source.
+        # synthetic_qqp alone is capped lower (max_train_examples_by_task): a smaller share of the steps.
         training=TrainingOptions(batch_size=16, max_train_examples=8, intermediate_max_train_examples=240,
+                                 max_train_examples_by_task={"synthetic_qqp": 64},
                                  max_eval_examples=64, mlm_weight=0.5,
                                  mlm_corpus="synthetic", freeze_embeddings=True, early_stopping_patience=3),
         feature_cache_dir=str(tmp_path / "features"),
@@ -172,6 +174,8 @@ def test_mixture_phase_with_mlm_on_two_ddp_workers(tmp_path, monkeypatch):
     # intermediate_max_train_examples applied: the 8-example cap would allow at most 3 sources x
     # 1 batch x 2 epochs = 6 steps in all.
     assert sum(steps.values()) > 6, steps
+    p = {s: metrics[f"intermediate/p/{s.replace('@', '/')}"] for s in sources}
+    assert p["synthetic_qqp@en"] < p["synthetic_mnli@en"] and p["synthetic_mnli@en"] == pytest.approx(p["synthetic_mnli@near"]), p
     assert {"intermediate/dev/synthetic_mnli/en/accuracy", "intermediate/dev/synthetic_qqp/en/accuracy"} <= set(metrics)
     assert metrics["intermediate/en_dev_score"] == pytest.approx(
         (metrics["intermediate/dev/synthetic_mnli/en/accuracy"] + metrics["intermediate/dev/synthetic_qqp/en/accuracy"]) / 2)

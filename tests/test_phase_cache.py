@@ -234,7 +234,8 @@ def test_key_changes_with_each_trial_field_of_phase_2(name, value):
     assert _key(dataclasses.replace(BASE, **{name: value})) != _key(BASE)
 
 
-@pytest.mark.parametrize("name", [f.name for f in dataclasses.fields(TrainingOptions) if f.name != "target_epochs"])
+@pytest.mark.parametrize("name", [f.name for f in dataclasses.fields(TrainingOptions)
+                                  if f.name not in ("target_epochs", "max_train_examples_by_task")])
 def test_key_changes_with_each_training_option_of_phase_2(name):
     training = dataclasses.replace(BASE.training, **{name: _changed(getattr(BASE.training, name))})
     assert _key(dataclasses.replace(BASE, training=training)) != _key(BASE)
@@ -262,6 +263,17 @@ def test_every_determining_field_is_covered():
     fields = intermediate_cache_fields(BASE)
     assert set(fields) == {"model", "intermediate_task", "learning_rate", "seed", "data_dir", "data_files", "epochs", "training",
                            "num_workers"}
-    assert set(fields["training"]) == {f.name for f in dataclasses.fields(TrainingOptions)} - {"target_epochs"}
+    assert set(fields["training"]) == {f.name for f in dataclasses.fields(TrainingOptions)} - {"target_epochs", "max_train_examples_by_task"}
     epochs = dataclasses.replace(BASE, training=dataclasses.replace(BASE.training, intermediate_epochs=5))
     assert _key(epochs) != _key(BASE)
+
+
+def test_key_changes_with_the_per_task_cap_of_a_phase_2_task_only():
+    def capped(**caps):
+        return dataclasses.replace(BASE, training=dataclasses.replace(BASE.training, max_train_examples_by_task=caps))
+
+    assert _key(capped(synthetic_mnli=100)) != _key(BASE)  # phase 2 trains on synthetic_mnli
+    assert _key(capped(synthetic_mnli=100)) != _key(capped(synthetic_mnli=200))
+    # A target's own cap (or any other task's) leaves the intermediate encoder, and its cache entry, as is.
+    assert _key(capped(synthetic_xnli=100, pawsx=1800)) == _key(BASE)
+    assert _key(capped()) == _key(BASE)

@@ -24,6 +24,9 @@ class TrainingOptions:
     # Phase 2's own cap (None: max_train_examples): intermediate tasks usually need more steps
     # than a capped target's, e.g. to move a head the pretrained encoder has never seen.
     intermediate_max_train_examples: int | None = None
+    # Per-task caps on training splits, over the two above in both phases ({pawsx: 1800}): a task
+    # that needs more examples than the study's uniform cap (adversarial PAWS-X) gets them alone.
+    max_train_examples_by_task: dict[str, int] | None = None
     max_eval_examples: int | None = None
     eval_batch_size: int = 128
     # Phase 2 only: weight of an auxiliary MLM loss on unlabeled multilingual text, added at every

@@ -236,7 +236,10 @@ def train_phase(config: dict) -> None:
     max_train = opts.max_train_examples
     if cfg.phase == "intermediate" and opts.intermediate_max_train_examples is not None:
         max_train = opts.intermediate_max_train_examples
-    train_options = cfg.data_options(max_train)
+    by_task = opts.max_train_examples_by_task or {}
+
+    def train_options_of(name: str):
+        return cfg.data_options(by_task.get(name, max_train))
     eval_options = cfg.data_options(opts.max_eval_examples)
     tokenizer = AutoTokenizer.from_pretrained(cfg.tokenizer_path)
 
@@ -247,7 +250,7 @@ def train_phase(config: dict) -> None:
         name, language = parse_source(spec)
         if name not in tasks:
             task = get_task(name)
-            tasks[name] = task.resolved(train_options) if hasattr(task, "resolved") else task  # CCG: labels from data
+            tasks[name] = task.resolved(train_options_of(name)) if hasattr(task, "resolved") else task  # CCG: labels from data
         source_specs.append((name, language or tasks[name].train_language))
     # The task whose English dev reports `en_dev_score` (phase 3: the target; a mixture: its first task).
     task = tasks.get(parse_source(cfg.task)[0]) or next(iter(tasks.values()))
@@ -257,12 +260,12 @@ def train_phase(config: dict) -> None:
     for name, language in source_specs:
         if name not in holdout_language or language == tasks[name].train_language:
             holdout_language[name] = language
-    holdouts = {name: _holdout_size(t, holdout_language[name], train_options, eval_options, cfg)
+    holdouts = {name: _holdout_size(t, holdout_language[name], train_options_of(name), eval_options, cfg)
                 for name, t in tasks.items()}
     sources: list[_Source] = []
     for name, language in source_specs:
         holdout = holdouts[name] if language == holdout_language[name] else 0
-        sources.append(_Source(tasks[name], language, train_options, tokenizer, cfg, holdout))
+        sources.append(_Source(tasks[name], language, train_options_of(name), tokenizer, cfg, holdout))
     english = {s.task.name: s for s in sources if s.language == s.task.train_language}
     validation_source = {s.task.name: s for s in sources if s.held_out is not None}
 

@@ -114,9 +114,15 @@ def intermediate_cache_fields(trial: TrialConfig) -> dict:
         "learning_rate": trial.intermediate_lr, "seed": trial.seed, "data_dir": trial.data_dir,
         "data_files": trial.data_files,
         "epochs": trial.training.intermediate_epochs,
-        "training": {k: v for k, v in dataclasses.asdict(trial.training).items() if k not in ("target_epochs",)},
+        "training": {k: v for k, v in dataclasses.asdict(trial.training).items()
+                     if k not in ("target_epochs", "max_train_examples_by_task")},
         "num_workers": trial.resources.num_workers,
     }
+    # Only the per-task caps of the tasks phase 2 trains on (a target's cap must not retrain it).
+    phase2_tasks = {parse_source(source)[0] for source in phase2_sources(trial)}
+    caps = {k: v for k, v in (trial.training.max_train_examples_by_task or {}).items() if k in phase2_tasks}
+    if caps:
+        fields["max_train_examples_by_task"] = dict(sorted(caps.items()))
     # A mixture is keyed by what it trains on, not by its name (a single task or "task@lang" is
     # its own name, so earlier cache entries stay hits).
     sources = phase2_sources(trial)
