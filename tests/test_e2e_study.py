@@ -68,7 +68,8 @@ def test_mlflow_has_one_parent_and_one_nested_run_per_trial(study):
                 assert 0 <= metrics[f"final/dev/{language}/{metric}"] <= 100
             assert os.path.isfile(os.path.join(child.data.tags["xstilts.checkpoint"], "config.json"))
         else:  # stopped by ASHA: recorded as such, with the epochs it did run
-            assert child.info.status == "KILLED" and child.data.tags.get("xstilts.stopped_early") == "true"
+            assert child.info.status == "KILLED" and child.data.tags.get("xstilts.stopped_early") == "true", (
+                f"{child.info.run_name}: {child.info.status}, error: {child.data.tags.get('xstilts.error')}\n{stdout[-4000:]}")
             assert "en_dev_score" in metrics
     for target in TARGETS:
         assert any(c.info.status == "FINISHED" and c.data.params["target_task"] == target for c in children)

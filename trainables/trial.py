@@ -79,6 +79,20 @@ def target_sources(trial: TrialConfig, target) -> tuple[str, ...] | None:
     return tuple(source_name(target.name, l) for l in languages)
 
 
+def _stop_requested() -> bool:
+    """Whether Tune has asked this trial to stop (a scheduler's early stop).
+
+    Tune's function-trainable session sets its stop event before the trial's actor is torn down;
+    there is no public API for it, so anything unexpected reads as "not asked"."""
+    try:
+        from ray.train._internal.session import get_session
+
+        session = get_session()
+        return bool(session is not None and session.stop_event.is_set())
+    except Exception:  # noqa: BLE001 - a Ray internal: never let it hide the trial's own error
+        return False
+
+
 def _fit(phase: PhaseConfig, trial: TrialConfig, name: str, report_to_tune: bool):
     import ray.train
     from ray.train.torch import TorchTrainer
@@ -281,6 +295,16 @@ def run_trial(config: dict) -> None:
         finally:
             raise
     except BaseException as error:
+        if _stop_requested():
+            # Tune stopped the trial (ASHA) while Ray Train was running: tearing the trial's actor
+            # down kills the Train controller it owns, and fit() raises ActorDiedError here. That is
+            # the scheduler's stop, not a failure; the study's callback closes the run as KILLED too,
+            # and a FAILED written after it would win.
+            try:
+                run.set_tags({TAG_STOPPED_EARLY: "true"})
+                run.finish("KILLED")
+            finally:
+                raise
         # Recorded as failed with its error; Tune records the trial as errored and the study goes on.
         message = "".join(traceback.format_exception_only(type(error), error)).strip()
         try:
