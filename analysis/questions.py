@@ -577,6 +577,19 @@ def intermediate_types(summary: StudySummary) -> TypeGains | None:
     )
 
 
+def best_type(result: TypeGains, target: str) -> str:
+    """The type with the largest mean gain on `target`; "tie (A, B)" when types share the top
+    value as shown (two decimals), "none" when every type is at or below the baseline."""
+    scored = {k: round(g, 2) for k in result.types if (g := result.gains[k][target]) is not None}
+    if not scored:
+        return "–"
+    top = max(scored.values())
+    leaders = [k for k, g in scored.items() if g == top]
+    if top <= 0:
+        return f"none (no type beats {NONE})"
+    return leaders[0] if len(leaders) == 1 else "tie (" + ", ".join(leaders) + ")"
+
+
 def types_table(result: TypeGains) -> Table:
     rows = []
     for kind in result.types:
@@ -585,11 +598,8 @@ def types_table(result: TypeGains) -> Table:
             row += [_signed(result.gains[kind][target]), str(len(result.arms[kind][target])),
                     result.best[kind][target] or "–"]
         rows.append(row)
-    winners = []
-    for target in result.targets:
-        scored = [(result.gains[k][target], k) for k in result.types if result.gains[k][target] is not None]
-        if scored:
-            winners.append(f"{target}: {max(scored)[1]}")
+    winners = [f"{target}: {best_type(result, target)}" for target in result.targets
+               if any(result.gains[k][target] is not None for k in result.types)]
     return Table(
         "intermediate_types", "Intermediate tasks by type: mean gain over the baseline",
         ["type"] + ["Δ mean", "arms", "best"] * len(result.targets), rows,
@@ -625,5 +635,6 @@ def questions_json(summary: StudySummary, threshold: float = DEFAULT_RETURNS_THR
                                    "delta_none": r.delta_none, "reference": r.reference,
                                    "delta_reference": r.delta_reference} for r in m.rows],
                          "kind_means": m.kind_means} for t, m in mixtures.items()},
-        "intermediate_types": None if types is None else {"gains": types.gains, "arms": types.arms, "best": types.best},
+        "intermediate_types": None if types is None else {"gains": types.gains, "arms": types.arms, "best": types.best,
+                                                     "best_type": {t: best_type(types, t) for t in types.targets}},
     }

@@ -276,6 +276,14 @@ def test_intermediate_types_nli_vs_qa(store):
     assert result.gains == {"NLI": {XNLI: approx(5.0)}, "extractive QA": {XNLI: approx(2.5)}}
     assert result.best == {"NLI": {XNLI: "mnli_en_far"}, "extractive QA": {XNLI: "synthetic_squad"}}
     assert sorted(result.arms["NLI"][XNLI]) == ["mnli_en_far", "synthetic_mnli", "synthetic_mnli@far"]
+    assert questions.best_type(result, XNLI) == "NLI"
+    # ties and no gain say so instead of naming whichever type sorts first
+    tied = questions.TypeGains(["NLI", "extractive QA"], [XNLI],
+                               {"NLI": {XNLI: 1.004}, "extractive QA": {XNLI: 0.998}}, {}, {})
+    assert questions.best_type(tied, XNLI) == "tie (NLI, extractive QA)"
+    flat = questions.TypeGains(["NLI", "extractive QA"], [XNLI], {"NLI": {XNLI: 0.0}, "extractive QA": {XNLI: -2.0}}, {}, {})
+    assert questions.best_type(flat, XNLI) == "none (no type beats none)"
+    assert questions.best_type(questions.TypeGains(["NLI"], [XNLI], {"NLI": {XNLI: None}}, {}, {}), XNLI) == "–"
     # without a QA type the rows would repeat the main table: no section
     assert intermediate_types(summary_of(uri, "returns")) is None  # NLI only
 

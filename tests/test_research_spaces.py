@@ -256,6 +256,11 @@ def test_tiny_nli_vs_qa(tiny_studies):
     types = data["questions"]["intermediate_types"]
     assert types["arms"] == {"NLI": {"synthetic_xnli": ["synthetic_mnli"]},
                              "extractive QA": {"synthetic_xnli": ["synthetic_squad"]}}
+    gains = {k: round(v["synthetic_xnli"], 2) for k, v in types["gains"].items()}
+    top = max(gains.values())
+    expected = ("none (no type beats none)" if top <= 0 else "tie (NLI, extractive QA)" if len(set(gains.values())) == 1
+                else max(gains, key=gains.get))
+    assert types["best_type"] == {"synthetic_xnli": expected}
     cells = data["study"]["cells"]
     assert types["gains"]["extractive QA"]["synthetic_xnli"] == pytest.approx(
         cells["synthetic_squad"]["synthetic_xnli"]["all_languages_selected_delta_vs_none"])
