@@ -1,6 +1,7 @@
 """Shipping the selected model: its checkpoint as a plain HF folder (`save_pretrained` layout)."""
 from __future__ import annotations
 
+import ast
 import json
 import os
 import shutil
@@ -54,6 +55,17 @@ def _optional_int(value: str | None) -> int | None:
     return None if value in (None, "None", "") else int(value)
 
 
+def _eval_cap(params: dict, task: str) -> int | None:
+    """The evaluation cap the trial used for `task`: its entry in training.max_eval_examples_by_task
+    (MLflow holds the mapping as its Python repr) or else training.max_eval_examples."""
+    by_task = params.get("training.max_eval_examples_by_task")
+    if by_task not in (None, "None", ""):
+        caps = ast.literal_eval(by_task)
+        if task in caps:
+            return int(caps[task])
+    return _optional_int(params.get("training.max_eval_examples"))
+
+
 def verify_export(out_dir: str | os.PathLike) -> float:
     """Re-score the exported folder on the task's English dev set, loading it the way users will
     (the same data options the trial used, read from its logged params)."""
@@ -70,7 +82,7 @@ def verify_export(out_dir: str | os.PathLike) -> float:
     tokenizer = AutoTokenizer.from_pretrained(out_dir)
     params = info["params"]
     data_dir = params.get("data_dir") if params.get("data_dir") not in (None, "None") else None
-    options = DataOptions(data_dir, _optional_int(params.get("training.max_eval_examples")), int(params.get("seed", 0)))
+    options = DataOptions(data_dir, _eval_cap(params, task.name), int(params.get("seed", 0)))
     examples = task.load("dev", task.train_language, options)
     max_length = _optional_int(params.get("training.max_length"))
     return evaluate(task, model, tokenizer, examples, max_length=max_length)[task.metric]

@@ -390,12 +390,15 @@ def _check_values(c: StudyConfig) -> None:
     for name in ("max_length", "max_train_examples", "intermediate_max_train_examples", "max_eval_examples"):
         if getattr(t, name) is not None:
             _positive_int(getattr(t, name), f"training.{name}", "use 1 or more, or null for no limit")
-    if t.max_train_examples_by_task is not None:
-        if not isinstance(t.max_train_examples_by_task, dict):
-            raise ConfigError("training.max_train_examples_by_task", f"must be a mapping, got {t.max_train_examples_by_task!r}",
-                              "e.g. {pawsx: 1800}")
-        for name, cap in t.max_train_examples_by_task.items():
-            where = f"training.max_train_examples_by_task.{name}"
+    for field_name, example in (("max_train_examples_by_task", "{pawsx: 1800}"),
+                                ("max_eval_examples_by_task", "{bucc2018: 2000}")):
+        caps = getattr(t, field_name)
+        if caps is None:
+            continue
+        if not isinstance(caps, dict):
+            raise ConfigError(f"training.{field_name}", f"must be a mapping, got {caps!r}", f"e.g. {example}")
+        for name, cap in caps.items():
+            where = f"training.{field_name}.{name}"
             if name not in TASKS:
                 raise ConfigError(where, "is not a known task", f"use a task name, one of: {', '.join(sorted(TASKS))}")
             _positive_int(cap, where, "use 1 or more, or remove the task for the study-wide cap")

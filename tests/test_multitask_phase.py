@@ -3,6 +3,7 @@ sources, held-out validation subsets, early stopping, and DDP with 2 Ray Train w
 from __future__ import annotations
 
 import collections
+import dataclasses
 import json
 import os
 
@@ -125,6 +126,10 @@ def test_a_task_without_english_dev_holds_out_part_of_its_training_split(tokeniz
     everything = qqp.load("train", "en", options)
     assert source.held_out == everything[-20:] and source.examples() == everything[:-20]
     assert len(source.features) == 280
+    # A per-task evaluation cap is the task's own (and only its own) cap on the held-out subset.
+    by_task = dataclasses.replace(cfg, training=TrainingOptions(max_eval_examples=20,
+                                                                max_eval_examples_by_task={"qqp": 12, "pawsx": 500}))
+    assert _holdout_size(qqp, "en", options, options, by_task) == 12
     # A task with its own English dev split holds nothing out (synthetic tasks always have one).
     assert _holdout_size(get_task("synthetic_mnli"), "en", options, options, cfg) == 0
 

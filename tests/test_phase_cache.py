@@ -235,7 +235,8 @@ def test_key_changes_with_each_trial_field_of_phase_2(name, value):
 
 
 @pytest.mark.parametrize("name", [f.name for f in dataclasses.fields(TrainingOptions)
-                                  if f.name not in ("target_epochs", "max_train_examples_by_task")])
+                                  if f.name not in ("target_epochs", "max_train_examples_by_task",
+                                                    "max_eval_examples_by_task")])
 def test_key_changes_with_each_training_option_of_phase_2(name):
     training = dataclasses.replace(BASE.training, **{name: _changed(getattr(BASE.training, name))})
     assert _key(dataclasses.replace(BASE, training=training)) != _key(BASE)
@@ -263,7 +264,8 @@ def test_every_determining_field_is_covered():
     fields = intermediate_cache_fields(BASE)
     assert set(fields) == {"model", "intermediate_task", "learning_rate", "seed", "data_dir", "data_files", "epochs", "training",
                            "num_workers"}
-    assert set(fields["training"]) == {f.name for f in dataclasses.fields(TrainingOptions)} - {"target_epochs", "max_train_examples_by_task"}
+    assert set(fields["training"]) == {f.name for f in dataclasses.fields(TrainingOptions)} - {
+        "target_epochs", "max_train_examples_by_task", "max_eval_examples_by_task"}
     epochs = dataclasses.replace(BASE, training=dataclasses.replace(BASE.training, intermediate_epochs=5))
     assert _key(epochs) != _key(BASE)
 
@@ -277,3 +279,14 @@ def test_key_changes_with_the_per_task_cap_of_a_phase_2_task_only():
     # A target's own cap (or any other task's) leaves the intermediate encoder, and its cache entry, as is.
     assert _key(capped(synthetic_xnli=100, pawsx=1800)) == _key(BASE)
     assert _key(capped()) == _key(BASE)
+
+
+def test_key_changes_with_the_evaluation_cap_of_a_phase_2_task_only():
+    def capped(**caps):
+        return dataclasses.replace(BASE, training=dataclasses.replace(BASE.training, max_eval_examples_by_task=caps))
+
+    # phase 2's dev scores (and early stopping on them) follow synthetic_mnli's evaluation cap
+    assert _key(capped(synthetic_mnli=100)) != _key(BASE)
+    assert _key(capped(synthetic_mnli=100)) != _key(capped(synthetic_mnli=200))
+    # a retrieval target's larger evaluation (BUCC) keeps every phase-2 cache entry a hit
+    assert _key(capped(bucc2018=2000, synthetic_xnli=50)) == _key(BASE)

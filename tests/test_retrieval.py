@@ -364,6 +364,42 @@ def test_retrieval_trial_evaluates_the_encoder_and_reports_to_tune(monkeypatch, 
     assert report["final/en_dev_score"] == pytest.approx(90.0) and report["final/dev/xx/accuracy"] == 100.0
 
 
+def test_retrieval_trial_takes_its_own_evaluation_cap(monkeypatch, tmp_path, tokenizer_dir):
+    """training.max_eval_examples_by_task over max_eval_examples (BUCC needs more queries than a
+    study's uniform cap to hold more than a couple of gold pairs)."""
+    import ray.tune
+
+    import trainables.trial as trial_module
+
+    caps = []
+
+    def load(split, language, options):
+        caps.append(options.max_examples)
+        return [_tatoeba_corpus()]
+
+    task = TaskSpec("toy_tatoeba", "retrieval", ("xx", "yy"), (), "accuracy", loader=load, max_length=32)
+    monkeypatch.setattr(trial_module, "get_task", lambda name: task)
+    monkeypatch.setattr(trial_module, "TrialRun", FakeRun)
+    monkeypatch.setattr(ray.tune, "get_context", lambda: type("Context", (), {"get_trial_id": lambda self: "t1"})())
+    monkeypatch.setattr(ray.tune, "report", lambda metrics, **kwargs: None)
+    config = {
+        "study_name": "s", "target_task": "toy_tatoeba", "intermediate_task": "none", "intermediate_lr": 0.0,
+        "target_lr": 1e-3, "model_path": tokenizer_dir, "seed": 0, "storage_path": str(tmp_path),
+        "phase_cache_dir": str(tmp_path / "cache"), "mlflow_tracking_uri": "unused", "mlflow_experiment_id": "0",
+        "mlflow_parent_run_id": "p", "resources": {}, "retrieval_layer": -1,
+        "training": {"target_epochs": 3, "max_eval_examples": 2, "max_eval_examples_by_task": {"toy_tatoeba": 4, "xnli": 1}},
+    }
+    FakeRun.instances.clear()
+    trial_module.run_trial(config)
+    assert caps == [4, 4]  # each language loaded with the task's own cap, not the study-wide 2
+    logged = {k: v for k, (v, _) in FakeRun.instances[-1].metrics.items()}
+    assert logged["final/dev/xx/accuracy"] == 100.0  # 4 queries of the 5 pairs, each found
+    config["training"] = {"target_epochs": 3, "max_eval_examples": 2}
+    caps.clear()
+    trial_module.run_trial(config)
+    assert caps == [2, 2]
+
+
 def test_lareqa_trial_logs_map_at_20(monkeypatch, tmp_path, tokenizer_dir):
     """The trial's retrieval branch with a map_at_20 target on the fixtures (restricted to the two
     languages the fixture holds: the branch averages over every language of the task)."""

@@ -203,7 +203,7 @@ def _holdout_size(task, language: str, options: DataOptions, eval_options: DataO
         return 0
     total = len(task.load("train", language, options))
     size = max(1, int(total * cfg.training.holdout_fraction))
-    return min(size, cfg.training.max_eval_examples or size, max(0, total - 1))
+    return min(size, cfg.training.eval_cap(task.name) or size, max(0, total - 1))
 
 
 def _dev_is_train(task, options: DataOptions, eval_options: DataOptions) -> bool:
@@ -240,7 +240,8 @@ def train_phase(config: dict) -> None:
 
     def train_options_of(name: str):
         return cfg.data_options(by_task.get(name, max_train))
-    eval_options = cfg.data_options(opts.max_eval_examples)
+    def eval_options_of(name: str):
+        return cfg.data_options(opts.eval_cap(name))
     tokenizer = AutoTokenizer.from_pretrained(cfg.tokenizer_path)
 
     # What this phase trains on: "task@lang" sources; one head per distinct task.
@@ -260,7 +261,7 @@ def train_phase(config: dict) -> None:
     for name, language in source_specs:
         if name not in holdout_language or language == tasks[name].train_language:
             holdout_language[name] = language
-    holdouts = {name: _holdout_size(t, holdout_language[name], train_options_of(name), eval_options, cfg)
+    holdouts = {name: _holdout_size(t, holdout_language[name], train_options_of(name), eval_options_of(name), cfg)
                 for name, t in tasks.items()}
     sources: list[_Source] = []
     for name, language in source_specs:
@@ -289,10 +290,10 @@ def train_phase(config: dict) -> None:
         for name, t in tasks.items():
             if name in validation_source:
                 held = validation_source[name]
-                dev_sets[name] = _DevSet(t, held.language, eval_options, tokenizer, cfg,
+                dev_sets[name] = _DevSet(t, held.language, eval_options_of(name), tokenizer, cfg,
                                          examples=held.held_out, split=f"train[-{len(held.held_out)}:]")
             else:
-                dev_sets[name] = _DevSet(t, t.train_language, eval_options, tokenizer, cfg)
+                dev_sets[name] = _DevSet(t, t.train_language, eval_options_of(name), tokenizer, cfg)
     dev_en = dev_sets.get(task.name)
 
     def epoch_plan(epoch: int) -> list[tuple[_Source | None, list[int]]]:
@@ -436,7 +437,7 @@ def train_phase(config: dict) -> None:
                     bare_model.load_state_dict(stopping["best_model"])
                     metrics[f"{prefix}best_epoch"] = stopping["best_epoch"] + 1
                 if last and cfg.phase == "target":
-                    metrics.update(_zero_shot(task, bare_model, tokenizer, cfg, eval_options, train_examples, device, dev_en))
+                    metrics.update(_zero_shot(task, bare_model, tokenizer, cfg, eval_options_of(task.name), train_examples, device, dev_en))
                 _log_to_mlflow(cfg, {k: v for k, v in metrics.items() if not k.startswith("final/")}, epoch + 1,
                                once_key=f"{prefix}epoch")
                 checkpoint_dir = tempfile.mkdtemp(prefix="xstilts-ckpt-")

@@ -129,7 +129,7 @@ def intermediate_cache_fields(trial: TrialConfig) -> dict:
         "data_files": trial.data_files,
         "epochs": trial.training.intermediate_epochs,
         "training": {k: v for k, v in dataclasses.asdict(trial.training).items()
-                     if k not in ("target_epochs", "max_train_examples_by_task")},
+                     if k not in ("target_epochs", "max_train_examples_by_task", "max_eval_examples_by_task")},
         "num_workers": trial.resources.num_workers,
     }
     # Only the per-task caps of the tasks phase 2 trains on (a target's cap must not retrain it).
@@ -137,6 +137,10 @@ def intermediate_cache_fields(trial: TrialConfig) -> dict:
     caps = {k: v for k, v in (trial.training.max_train_examples_by_task or {}).items() if k in phase2_tasks}
     if caps:
         fields["max_train_examples_by_task"] = dict(sorted(caps.items()))
+    # Phase 2's dev scores (and early stopping on them) follow its tasks' evaluation caps.
+    eval_caps = {k: v for k, v in (trial.training.max_eval_examples_by_task or {}).items() if k in phase2_tasks}
+    if eval_caps:
+        fields["max_eval_examples_by_task"] = dict(sorted(eval_caps.items()))
     # A mixture is keyed by what it trains on, not by its name (a single task or "task@lang" is
     # its own name, so earlier cache entries stay hits).
     sources = phase2_sources(trial)
@@ -215,7 +219,7 @@ def retrieval_target(trial: TrialConfig, target, encoder: str, run: TrialRun) ->
     model = load_encoder(encoder).to(device)
     layer = resolve_layer(model.config.num_hidden_layers, trial.retrieval_layer)
     run.log_params({"retrieval_layer": layer})
-    options = DataOptions(trial.data_dir, trial.training.max_eval_examples, trial.seed, trial.data_files)
+    options = DataOptions(trial.data_dir, trial.training.eval_cap(target.name), trial.seed, trial.data_files)
     scores = evaluate_retrieval(target, model, tokenizer, options, layer=layer,
                                 batch_size=trial.training.eval_batch_size, max_length=trial.training.max_length,
                                 device=device)
