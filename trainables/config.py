@@ -54,6 +54,10 @@ class TrainingOptions:
         return (self.max_eval_examples_by_task or {}).get(task, self.max_eval_examples)
 
 
+# The TrainingOptions fields that map a task name to its own cap.
+PER_TASK_CAPS = ("max_train_examples_by_task", "max_eval_examples_by_task")
+
+
 @dataclass(frozen=True)
 class ResourceOptions:
     num_workers: int = 1

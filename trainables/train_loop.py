@@ -240,6 +240,7 @@ def train_phase(config: dict) -> None:
 
     def train_options_of(name: str):
         return cfg.data_options(by_task.get(name, max_train))
+
     def eval_options_of(name: str):
         return cfg.data_options(opts.eval_cap(name))
     tokenizer = AutoTokenizer.from_pretrained(cfg.tokenizer_path)

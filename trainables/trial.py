@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tasks import NONE, get_task
 from tasks.mixture import parse_source, source_name
-from trainables.config import PhaseConfig, TrialConfig
+from trainables.config import PER_TASK_CAPS, PhaseConfig, TrialConfig
 from trainables.phase_cache import PhaseCache, cache_key
 from tasks.record_schema import (PARAM_INTERMEDIATE_LANGUAGES, PARAM_INTERMEDIATE_NUM_LANGUAGES,
                                  PARAM_INTERMEDIATE_SAMPLING, PARAM_INTERMEDIATE_SOURCES,
@@ -129,18 +129,16 @@ def intermediate_cache_fields(trial: TrialConfig) -> dict:
         "data_files": trial.data_files,
         "epochs": trial.training.intermediate_epochs,
         "training": {k: v for k, v in dataclasses.asdict(trial.training).items()
-                     if k not in ("target_epochs", "max_train_examples_by_task", "max_eval_examples_by_task")},
+                     if k != "target_epochs" and k not in PER_TASK_CAPS},
         "num_workers": trial.resources.num_workers,
     }
-    # Only the per-task caps of the tasks phase 2 trains on (a target's cap must not retrain it).
+    # Only the per-task caps of the tasks phase 2 trains on (training caps; evaluation caps, which
+    # its dev scores and early stopping follow): a target's cap must not retrain it.
     phase2_tasks = {parse_source(source)[0] for source in phase2_sources(trial)}
-    caps = {k: v for k, v in (trial.training.max_train_examples_by_task or {}).items() if k in phase2_tasks}
-    if caps:
-        fields["max_train_examples_by_task"] = dict(sorted(caps.items()))
-    # Phase 2's dev scores (and early stopping on them) follow its tasks' evaluation caps.
-    eval_caps = {k: v for k, v in (trial.training.max_eval_examples_by_task or {}).items() if k in phase2_tasks}
-    if eval_caps:
-        fields["max_eval_examples_by_task"] = dict(sorted(eval_caps.items()))
+    for name in PER_TASK_CAPS:
+        caps = {k: v for k, v in (getattr(trial.training, name) or {}).items() if k in phase2_tasks}
+        if caps:
+            fields[name] = dict(sorted(caps.items()))
     # A mixture is keyed by what it trains on, not by its name (a single task or "task@lang" is
     # its own name, so earlier cache entries stay hits).
     sources = phase2_sources(trial)
@@ -290,20 +288,12 @@ def run_trial(config: dict) -> None:
         # and Tune (and Optuna) would be left without the trial's metric.
         ray.tune.report({k: v for k, v in result.metrics.items() if isinstance(v, (int, float))})
         run.finish("FINISHED")
-    except SystemExit:
-        # Tune stops a function trainable (ASHA's early stop) by sys.exit(0) in its reporting
-        # thread: not a failure. The run is closed as KILLED, as the study's callback would.
-        try:
-            run.set_tags({TAG_STOPPED_EARLY: "true"})
-            run.finish("KILLED")
-        finally:
-            raise
     except BaseException as error:
-        if _stop_requested():
-            # Tune stopped the trial (ASHA) while Ray Train was running: tearing the trial's actor
-            # down kills the Train controller it owns, and fit() raises ActorDiedError here. That is
-            # the scheduler's stop, not a failure; the study's callback closes the run as KILLED too,
-            # and a FAILED written after it would win.
+        # Tune's early stop (ASHA) is not a failure. It reaches the trial as sys.exit(0) from its
+        # reporting thread, or, when it lands while Ray Train is running, as ActorDiedError from
+        # fit(): tearing the trial's actor down kills the Train controller it owns. The run is
+        # closed as KILLED, as the study's callback closes it (a FAILED written after that would win).
+        if isinstance(error, SystemExit) or _stop_requested():
             try:
                 run.set_tags({TAG_STOPPED_EARLY: "true"})
                 run.finish("KILLED")
