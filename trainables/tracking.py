@@ -17,7 +17,7 @@ import time
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
-from tasks.record_schema import FINAL_EN_DEV, TAG_KIND, TAG_PARENT, TAG_TRIAL_ID
+from tasks.record_schema import FINAL_EN_DEV, TAG_KIND, TAG_PARENT, TAG_STOPPED_EARLY, TAG_TRIAL_ID
 from trainables.mlflow_retry import call_with_retry
 
 # Where the trial's own process ran (the Tune function trainable; its Ray Train workers may be
@@ -91,6 +91,14 @@ class TrialRun:
     def set_tags(self, tags: dict[str, str]) -> None:
         call_with_retry(self.client.log_batch, self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()],
                         what="setting trial tags")
+
+    def stopped_by_study(self) -> bool:
+        """Whether the study already recorded this trial as stopped early by its scheduler."""
+        try:
+            run = call_with_retry(self.client.get_run, self.run_id, what="reading the trial's run")
+        except Exception:  # noqa: BLE001 - only asked while handling the trial's own error
+            return False
+        return run.data.tags.get(TAG_STOPPED_EARLY) == "true"
 
     def finish(self, status: str = "FINISHED") -> None:
         call_with_retry(self.client.set_terminated, self.run_id, status=status, what="closing the trial's run")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import tempfile
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -79,18 +80,18 @@ def target_sources(trial: TrialConfig, target) -> tuple[str, ...] | None:
     return tuple(source_name(target.name, l) for l in languages)
 
 
-def _stop_requested() -> bool:
-    """Whether Tune has asked this trial to stop (a scheduler's early stop).
-
-    Tune's function-trainable session sets its stop event before the trial's actor is torn down;
-    there is no public API for it, so anything unexpected reads as "not asked"."""
+def _tune_stop_event() -> threading.Event | None:
+    """The stop event of this trial's Tune session, which Tune sets when it stops the trial (a
+    scheduler's early stop). Taken when the trial starts: stopping also drops the session, before
+    the trial's actor (and the Ray Train controller it owns) is torn down. No public API exposes
+    it; None when it cannot be found."""
     try:
         from ray.train._internal.session import get_session
 
-        session = get_session()
-        return bool(session is not None and session.stop_event.is_set())
-    except Exception:  # noqa: BLE001 - a Ray internal: never let it hide the trial's own error
-        return False
+        event = getattr(get_session(), "stop_event", None)
+        return event if isinstance(event, threading.Event) else None
+    except Exception:  # noqa: BLE001 - a Ray internal: never let it break the trial
+        return None
 
 
 def _fit(phase: PhaseConfig, trial: TrialConfig, name: str, report_to_tune: bool):
@@ -245,6 +246,7 @@ def run_trial(config: dict) -> None:
     import ray.tune
 
     trial = TrialConfig.from_tune_config(config)
+    stop_event = _tune_stop_event()
     context = ray.tune.get_context()
     trial_id = context.get_trial_id()
     target = get_task(trial.target_task)
@@ -292,8 +294,10 @@ def run_trial(config: dict) -> None:
         # Tune's early stop (ASHA) is not a failure. It reaches the trial as sys.exit(0) from its
         # reporting thread, or, when it lands while Ray Train is running, as ActorDiedError from
         # fit(): tearing the trial's actor down kills the Train controller it owns. The run is
-        # closed as KILLED, as the study's callback closes it (a FAILED written after that would win).
-        if isinstance(error, SystemExit) or _stop_requested():
+        # closed as KILLED, as the study's callback closes it (a FAILED written after that would win;
+        # the callback's stopped-early tag says so too when the stop event could not be read).
+        stopped = isinstance(error, SystemExit) or (stop_event is not None and stop_event.is_set())
+        if stopped or run.stopped_by_study():
             try:
                 run.set_tags({TAG_STOPPED_EARLY: "true"})
                 run.finish("KILLED")
