@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 
 from analysis.select import Selection
+from storage import StorageError, to_local
 
 # What a trial checkpoint holds besides the HF model and tokenizer (resume state, not for users).
 _NOT_EXPORTED = {"train_state.pt"}
@@ -21,9 +22,12 @@ class ExportError(RuntimeError):
 def export_selection(selection: Selection, out_dir: str | os.PathLike) -> Path:
     """Copy the winning trial's checkpoint to `out_dir` (atomically: all or nothing)."""
     source = selection.best.checkpoint
-    if not source or "://" in source:
-        raise ExportError(f"trial {selection.best.trial_id} records checkpoint {source!r}; only local or mounted storage can be exported here")
-    source_path = Path(source)
+    if not source:
+        raise ExportError(f"trial {selection.best.trial_id} records no checkpoint")
+    try:  # a checkpoint in an object store is read from this machine's temporary copy
+        source_path = Path(to_local(source))
+    except (StorageError, OSError) as error:
+        raise ExportError(f"cannot read checkpoint {source} of trial {selection.best.trial_id}: {error}") from None
     if not (source_path / "config.json").exists():
         raise ExportError(f"checkpoint folder {source} of trial {selection.best.trial_id} is missing or incomplete (no config.json)")
     out = Path(out_dir).absolute()

@@ -19,6 +19,7 @@ from pathlib import Path
 import yaml
 
 from study.config import ConfigError, StudyConfig, sqlite_path
+from storage import Location, StorageError, child, is_uri, probe
 from study.search import make_scheduler, make_searcher
 from tasks import get_task
 from tasks.record_schema import FINAL_EN_DEV
@@ -35,20 +36,20 @@ class ResolvedStudy:
 
     @property
     def study_dir(self) -> str:
-        return os.path.join(self.storage_path, self.name)
+        return child(self.storage_path, self.name)
 
     @property
     def feature_cache_dir(self) -> str:
-        return os.path.join(self.storage_path, "feature_cache")  # tokenized splits, shared like the phase cache
+        return child(self.storage_path, "feature_cache")  # tokenized splits, shared like the phase cache
 
     @property
     def phase_cache_dir(self) -> str:
         # Shared by every study with this storage path: a phase 2 is trained once across studies.
-        return os.path.join(self.storage_path, "phase_cache")
+        return child(self.storage_path, "phase_cache")
 
 
 def resolve(config: StudyConfig, name: str | None = None) -> ResolvedStudy:
-    storage = config.storage_path if "://" in config.storage_path else str(Path(config.storage_path).expanduser().absolute())
+    storage = Location(config.storage_path).ref  # a local path made absolute, or the URI as is
     uri = config.mlflow.tracking_uri
     if uri.startswith("sqlite:"):
         uri = "sqlite:///" + str(Path(sqlite_path(uri)).expanduser().absolute())
@@ -77,11 +78,34 @@ def check_tracking_server(uri: str, timeout: float = 5.0) -> None:
                           "start it (mlflow server ...) or fix --tracking-uri") from None
 
 
+def check_storage_reachable(storage_path: str) -> None:
+    """An object-store storage path must be reachable and writable with the credentials at hand."""
+    try:
+        probe(storage_path)
+    except StorageError as error:
+        raise ConfigError("storage_path", error.message, error.fix) from None
+
+
+# Non-secret settings of object stores that every node's processes need alike; credentials are
+# never copied (nodes take them from their own environment or instance profile).
+STORAGE_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION", "MLFLOW_S3_ENDPOINT_URL")
+
+
+def _storage_env() -> dict:
+    env = {k: os.environ[k] for k in STORAGE_ENV if os.environ.get(k)}
+    # MLflow's S3 artifact repository reads its own variable for an S3-compatible endpoint.
+    endpoint = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
+    if endpoint and "MLFLOW_S3_ENDPOINT_URL" not in env:
+        env["MLFLOW_S3_ENDPOINT_URL"] = endpoint
+    return env
+
+
 def preflight(study: ResolvedStudy) -> None:
     """Checks that need the outside world; still before Ray and before any MLflow write."""
     from study.tracking import study_exists
 
     check_tracking_server(study.tracking_uri)
+    check_storage_reachable(study.storage_path)
     if study.tracking_uri.startswith("sqlite:") and not os.path.exists(sqlite_path(study.tracking_uri)):
         return  # a new store: nothing to collide with (and opening it would create it)
     if study_exists(study.tracking_uri, study.config.mlflow.experiment, study.name):
@@ -115,6 +139,7 @@ def load_for_resume(tracking_uri: str, experiment: str, name: str) -> tuple[Reso
     with tempfile.TemporaryDirectory() as folder:
         config_path = client.download_artifacts(run.info.run_id, "study_config.yaml", folder)
         config = parse_config(yaml.safe_load(Path(config_path).read_text()), "the stored study config")
+    check_storage_reachable(config.storage_path)
     return ResolvedStudy(config, name, config.storage_path, config.mlflow.tracking_uri), run.info.run_id
 
 
@@ -122,7 +147,7 @@ def _start_ray(address: str | None, max_concurrent: int, log) -> dict:
     import ray
 
     env = {"TOKENIZERS_PARALLELISM": "false", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5",
-           "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+           "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_DISABLE_PROGRESS_BARS": "1", **_storage_env()}
     # Tune's own tables would interleave with our one-line-per-event progress (StudyProgress).
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     for key, value in env.items():
@@ -220,7 +245,7 @@ def run_study(study: ResolvedStudy, address: str | None = None, log=print, resum
     from study.storage import alive_node_count, check_storage_shared
     from study.tracking import StudyProgress, ensure_experiment, finish_study_run, start_study_run
     from trainables.mlflow_retry import call_with_retry
-    from trainables.embedded_model import ensure_embedded_model
+    from trainables.embedded_model import publish_embedded_model
     from trainables.trial import run_trial
 
     c = study.config
@@ -239,16 +264,21 @@ def run_study(study: ResolvedStudy, address: str | None = None, log=print, resum
     except ConfigError:
         ray.shutdown()
         raise
-    if "://" not in study.storage_path:
+    if not is_uri(study.storage_path):
         Path(study.storage_path).mkdir(parents=True, exist_ok=True)
     if study.tracking_uri.startswith("sqlite:"):
         Path(sqlite_path(study.tracking_uri)).parent.mkdir(parents=True, exist_ok=True)
     model_path = c.model
     if c.uses_embedded_model:
-        # Under the storage path so that every node of a cluster with shared storage can read it.
-        model_path = ensure_embedded_model(os.path.join(study.storage_path, "embedded_models"), log=log)
+        # Under the storage path so that every node of the cluster can read it.
+        model_path = publish_embedded_model(child(study.storage_path, "embedded_models"), log=log)
+    if is_uri(study.phase_cache_dir):
+        from trainables.leases import lease_actor
 
-    artifact_root = None if "://" in study.storage_path else os.path.join(study.storage_path, "mlflow-artifacts")
+        lease_actor(study.phase_cache_dir)  # the phase cache's lease arbiter, on the head node
+
+    # MLflow's artifacts (reports, registered models) beside the study's storage, in the same bucket.
+    artifact_root = child(study.storage_path, "mlflow-artifacts")
     experiment_id = ensure_experiment(study.tracking_uri, c.mlflow.experiment, artifact_root)
     client = mlflow.tracking.MlflowClient(study.tracking_uri)
     if resume_run_id:
@@ -283,14 +313,14 @@ def run_study(study: ResolvedStudy, address: str | None = None, log=print, resum
             progress = StudyProgress(study.tracking_uri, experiment_id, parent_run_id, target, task.metric,
                                      c.training.target_epochs, c.num_samples)
             trainable = tune.with_resources(run_trial, trial_resources)
-            experiment_path = os.path.join(study.study_dir, "tune", target)
+            experiment_path = child(study.study_dir, "tune", target)
             if resume_run_id and tune.Tuner.can_restore(experiment_path):
                 log(f"resuming the search of {target} from {experiment_path}")
                 results = tune.Tuner.restore(experiment_path, trainable, resume_unfinished=True,
                                              resume_errored=False, restart_errored=False).fit()
                 completed[target] = _completed(results)
                 continue
-            tuner = make_tuner(trainable, c, index, base, os.path.join(study.study_dir, "tune"), [progress])
+            tuner = make_tuner(trainable, c, index, base, child(study.study_dir, "tune"), [progress])
             completed[target] = _completed(tuner.fit())
         status = "FINISHED"
     except KeyboardInterrupt:

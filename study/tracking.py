@@ -12,6 +12,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from storage import is_uri
+
 from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
@@ -37,7 +39,9 @@ def ensure_experiment(tracking_uri: str, experiment: str, artifact_root: str | N
         found = client.get_experiment_by_name(experiment)
         if found is not None:
             return found.experiment_id
-        location = Path(artifact_root).absolute().as_uri() if artifact_root else None
+        location = None
+        if artifact_root:  # an object-store URI as is (MLflow's S3/GCS artifact repositories)
+            location = artifact_root if is_uri(artifact_root) else Path(artifact_root).absolute().as_uri()
         return client.create_experiment(experiment, artifact_location=location)
 
     return call_with_retry(find_or_create, what="creating the MLflow experiment")

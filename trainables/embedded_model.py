@@ -140,3 +140,22 @@ def ensure_embedded_model(cache_dir: str | os.PathLike | None = None,
             shutil.rmtree(staging, ignore_errors=True)
         log(f"embedded model ready in {time.time() - started:.1f}s (final MLM loss {loss:.3f})")
     return str(target)
+
+
+def publish_embedded_model(storage_dir: str, spec: EmbeddedModelSpec = EmbeddedModelSpec(), log=print) -> str:
+    """The embedded model's folder under a study's storage (a local path or a URI).
+
+    On a local or mounted storage path it is built there (`ensure_embedded_model`). On an object
+    store it is built in this node's temporary cache and published to the bucket (files, then a
+    manifest), so every node reads the same model: trials copy it with `storage.to_local`.
+    """
+    from storage import child, is_uri, node_cache_dir, publish, published
+
+    if not is_uri(storage_dir):
+        return ensure_embedded_model(storage_dir, spec, log)
+    target = child(storage_dir, f"tiny-xlmr-{spec.key()}")
+    if not published(target):
+        local = ensure_embedded_model(os.path.join(node_cache_dir(), "embedded_models"), spec, log)
+        publish(local, target, {"embedded_model": asdict(spec)})
+        log(f"embedded model published to {target}")
+    return target

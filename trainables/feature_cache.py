@@ -27,10 +27,10 @@ import gc
 import hashlib
 import importlib
 import inspect
+import io
 import itertools
 import json
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,22 +38,12 @@ from typing import Callable, Iterable
 
 import numpy as np
 
+from storage import Location, node_cache_dir
+
 FORMAT_VERSION = 1
 _HEADER = "__header__"
 _TOKENIZER_FILE_PREFIXES = ("tokenizer", "special_tokens_map", "added_tokens", "vocab", "merges",
                             "sentencepiece", "spiece", "bpe", "chat_template")
-
-
-def _umask() -> int:
-    """The process umask, read without setting it (os.umask would race with other threads)."""
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    return 0o022
 
 
 def _sha256(data: bytes | str) -> str:
@@ -290,35 +280,58 @@ def _build_features(arrays: dict[str, np.ndarray], header: dict) -> list:
 
 @dataclass(frozen=True)
 class FeatureCache:
-    root: Path
+    """Entries under any storage location (storage.Location): a local or mounted folder, or an
+    object store. One entry is one object, written whole, so a reader never sees part of one.
+
+    Concurrent encoders of one key wait for each other with a file lock: under the root on a
+    local or mounted folder (every process sharing the folder), in this node's temporary cache
+    for an object store (every process of the node). Two nodes may then encode the same split
+    at the same moment; both write identical, complete objects, so that costs CPU, never
+    correctness. (Serialising them through the phase cache's lease arbiter would add a Ray
+    round trip to every split a trial reads, for a saving of seconds.)
+    """
+
+    root: str | os.PathLike
 
     def __post_init__(self):
-        object.__setattr__(self, "root", Path(self.root))
+        object.__setattr__(self, "location", Location(os.fspath(self.root)))
+        if not self.location.remote:
+            object.__setattr__(self, "root", Path(self.location.ref))
 
     def path(self, key: str) -> Path:
-        return self.root / f"{key}.npz"
+        """The entry's local file (local roots only)."""
+        return Path(self.location.ref) / f"{key}.npz"
+
+    def _entry(self, key: str) -> Location:
+        return self.location.child(f"{key}.npz")
 
     def lock(self, key: str):
         from filelock import FileLock
 
-        self.root.mkdir(parents=True, exist_ok=True)
-        return FileLock(str(self.root / f"{key}.lock"))
+        if self.location.remote:
+            folder = Path(node_cache_dir()) / "feature-locks" / hashlib.sha256(self.location.ref.encode()).hexdigest()[:16]
+        else:
+            folder = Path(self.location.ref)
+        folder.mkdir(parents=True, exist_ok=True)
+        return FileLock(str(folder / f"{key}.lock"))
 
     def load(self, key: str) -> list | None:
-        """The cached features of `key`, or None (missing, or corrupt: then the file is removed)."""
-        path = self.path(key)
-        if not path.exists():
+        """The cached features of `key`, or None (missing, or corrupt: then the entry is removed)."""
+        entry = self._entry(key)
+        try:
+            data = entry.read_bytes()
+        except FileNotFoundError:
             return None
         try:
-            with np.load(path, allow_pickle=False) as npz:
+            with np.load(io.BytesIO(data), allow_pickle=False) as npz:
                 arrays = {name: npz[name] for name in npz.files}
             header = json.loads(arrays.pop(_HEADER).tobytes().decode())
             if header.get("key") != key or header.get("sha256") != _digest(arrays):
                 raise ValueError("checksum mismatch")
             return _from_arrays(arrays, header)
         except Exception as error:  # noqa: BLE001 - any unreadable entry is rebuilt, never trusted
-            warnings.warn(f"feature cache: entry {path} is unreadable ({error}); encoding again")
-            path.unlink(missing_ok=True)
+            warnings.warn(f"feature cache: entry {entry} is unreadable ({error}); encoding again")
+            entry.delete()
             return None
 
     def store(self, key: str, features: list, metadata: dict | None = None) -> bool:
@@ -329,22 +342,15 @@ class FeatureCache:
         arrays, header = converted
         header.update(key=key, sha256=_digest(arrays), metadata=metadata or {})
         arrays[_HEADER] = np.frombuffer(json.dumps(header, default=str).encode(), dtype=np.uint8)
-        self.root.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(prefix=f".{key}.", suffix=".tmp", dir=self.root)
-        try:
-            with os.fdopen(handle, "wb") as out:
-                np.savez(out, **arrays)
-            os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes it owner-only; others share the cache
-            os.replace(temporary, self.path(key))
-        finally:
-            if os.path.exists(temporary):
-                os.unlink(temporary)
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        self._entry(key).write_bytes(buffer.getvalue())
         return True
 
     def get_or_encode(self, key: str, encode: Callable[[], list], metadata: dict | None = None) -> tuple[list, bool | None]:
         """(features, hit): cached features, else `encode()` stored for the next caller.
 
-        hit is True (read from disk), False (encoded and stored) or None (encoded, not storable).
+        hit is True (read from storage), False (encoded and stored) or None (encoded, not storable).
         """
         features = self.load(key)
         if features is not None:
@@ -379,5 +385,5 @@ def cached_encode(cache_dir: str | os.PathLike | None, task, split: str, languag
         return run(), None
     fields = feature_key_fields(task, split, language, tokenizer_fingerprint(tokenizer_path, tokenizer),
                                 max_length, options, encode)
-    cache = FeatureCache(Path(cache_dir))
+    cache = FeatureCache(cache_dir)
     return cache.get_or_encode(feature_key(fields), run, {"fields": fields})

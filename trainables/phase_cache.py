@@ -2,18 +2,29 @@
 
 Many trials share the same phase 2 (same model, intermediate task, learning rate, seed, data and
 training options); the cache key is a hash of exactly those fields, so every target task and
-phase-3 learning rate reuses one encoder. Entries are written to a staging folder and renamed
-into place with a manifest of SHA-256 checksums, so a reader never sees half an entry; a file
-lock per key makes a second trial wait for the first instead of training the same thing twice;
-an entry whose files do not match its manifest is rebuilt.
+phase-3 learning rate reuses one encoder. The root is any storage location (`storage`): a local
+or mounted folder, or an object store (`s3://bucket/prefix/phase_cache`). The guarantees are the
+same on both:
 
-Layout under `root`:
-    <key>/                      a complete entry (the files + MANIFEST, written last)
-    <key>.lock                  the per-key file lock (fcntl; works on local disks and NFSv4)
-    .<key>.staging-XXXX/        a write in progress; left behind only by a writer that died,
-                                removed by the next writer of that key (under the lock)
+- An entry is visible only once complete: its files first, then a manifest of SHA-256 checksums
+  (and sizes) written last. A reader trusts only an entry whose manifest verifies; one that does
+  not (a partial write, a flipped byte, a missing or extra file) is removed and rebuilt, and the
+  rebuild is reported through `on_event`.
+- One builder per key at a time, across processes and nodes: a *lease* on the key. On a local
+  or mounted folder the lease is an fcntl file lock (`<key>.lock`; released by the kernel when
+  its holder dies). Object stores have no locks and pyarrow exposes no conditional writes, so on
+  a remote root the lease comes from a lease service every node can reach: the study's named
+  Ray actor (`trainables.leases`), a single-threaded arbiter. Its leases expire unless renewed,
+  so a builder that died (node lost, trial killed) lets another trial take over after `ttl`.
+- Waiting trials poll the manifest; when the builder publishes it they hit.
 
-Writers must hold `lock(key)` around `lookup` + `store` (`get_or_build` does it for you).
+Local layout under the root:
+    <key>/                      a complete entry (the files + MANIFEST)
+    <key>.lock                  the per-key lease (file lock)
+    .<key>.staging-XXXX/        a write in progress (renamed into place when complete); left
+                                behind only by a writer that died, removed by the next writer
+Object-store layout: `<key>/` (files, MANIFEST last), written in place: no rename exists there,
+and the manifest-last rule is what makes the entry appear atomically.
 """
 from __future__ import annotations
 
@@ -22,116 +33,199 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-MANIFEST = "xstilts_cache_manifest.json"
+from storage import MANIFEST, Location, StorageError, folder_checksums, local_copy, publish
+
+POLL_SECONDS = 2.0
 
 
 def cache_key(fields: dict) -> str:
     return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def _report(message: str) -> None:
+    print(f"phase cache: {message}", flush=True)
 
 
-def _checksums(folder: Path) -> dict[str, str]:
-    sums = {}
-    for path in sorted(folder.rglob("*")):
-        if path.is_file() and path.name != MANIFEST:
-            sums[str(path.relative_to(folder))] = _file_sha256(path)
-    return sums
-
-
-@dataclass(frozen=True)
+@dataclass
 class PhaseCache:
-    root: Path
+    root: str | os.PathLike
+    # Leases for a remote root (trainables.leases.LeaseClient or anything with its `hold`).
+    leases: object | None = None
+    on_event: Callable[[str], None] = field(default=_report)
 
     def __post_init__(self):
-        object.__setattr__(self, "root", Path(self.root))
+        self.location = Location(os.fspath(self.root))
+        if not self.location.remote:
+            self.root = Path(self.location.ref)
+
+    @property
+    def remote(self) -> bool:
+        return self.location.remote
+
+    def entry_ref(self, key: str) -> str:
+        """Where the entry's folder is: a local path or a URI (what phase 3 starts from)."""
+        return self.location.child(key).ref
 
     def entry(self, key: str) -> Path:
-        return self.root / key
+        """The entry's local folder (local roots only)."""
+        if self.remote:
+            raise ValueError(f"{self.location} is remote: use entry_ref() or fetch()")
+        return Path(self.root) / key
+
+    # --- leases --------------------------------------------------------------------------
 
     def lock(self, key: str):
+        """The lease of a local root, blocking (a context manager)."""
         from filelock import FileLock
 
-        self.root.mkdir(parents=True, exist_ok=True)
-        return FileLock(str(self.root / f"{key}.lock"))
+        Path(self.root).mkdir(parents=True, exist_ok=True)
+        return FileLock(str(Path(self.root) / f"{key}.lock"))
+
+    def _try_lease(self, key: str):
+        """A context manager whose value says whether this process now holds the key's lease."""
+        if self.remote:
+            if self.leases is None:
+                raise StorageError(f"phase cache {self.location} is remote and has no lease service",
+                                   "run trials through `xstilts run` (it starts one), or pass leases=")
+            return self.leases.hold(key)
+        return _FileLease(self.lock(key))
+
+    # --- staging (local roots) -------------------------------------------------------------
 
     def staging_folders(self, key: str) -> list[Path]:
         """Staging folders of `key` (writes in progress, or left by a writer that died)."""
-        if not self.root.exists():
+        if self.remote or not Path(self.root).exists():
             return []
-        return sorted(self.root.glob(f".{key}.staging-*"))
+        return sorted(Path(self.root).glob(f".{key}.staging-*"))
 
     def clean_staging(self, key: str) -> int:
-        """Remove the staging folders of `key`; call it holding `lock(key)` (then none is live)."""
+        """Remove the staging folders of `key`; call it holding its lease (then none is live)."""
         stale = self.staging_folders(key)
         for folder in stale:
             shutil.rmtree(folder, ignore_errors=True)
         return len(stale)
 
+    # --- reading ---------------------------------------------------------------------------
+
+    def _discard(self, key: str, why: str) -> None:
+        self.on_event(f"entry {key} at {self.entry_ref(key)} is {why}: removed, it will be rebuilt")
+        self.location.child(key).delete()
+
     def lookup(self, key: str) -> dict | None:
-        """The entry's manifest if it is complete and intact; a corrupt entry is removed."""
-        folder = self.entry(key)
-        manifest_path = folder / MANIFEST
-        if not manifest_path.exists():
-            if folder.exists():  # no manifest: an interrupted write from before atomic renames
-                shutil.rmtree(folder, ignore_errors=True)
+        """The entry's manifest if it is complete and intact; a corrupt entry is removed.
+
+        Locally every file's checksum is verified; remotely the file list and sizes are (the
+        checksums are verified where the files are read: `fetch`, and every node's `local_copy`).
+        """
+        folder = self.location.child(key)
+        try:
+            raw = folder.child(MANIFEST).read_bytes()
+        except FileNotFoundError:
+            if folder.files():  # files without a manifest: a write that never finished
+                self._discard(key, "partial (no manifest)")
             return None
         try:
-            manifest = json.loads(manifest_path.read_text())
-            intact = manifest["key"] == key and manifest["checksums"] == _checksums(folder)
+            manifest = json.loads(raw)
+            if manifest["key"] != key:
+                raise ValueError("manifest of another key")
+            if self.remote:
+                sizes = {k: v for k, v in folder.files().items() if k != MANIFEST}
+                intact = sizes == manifest["sizes"]
+            else:
+                intact = manifest["checksums"] == folder_checksums(self.entry(key))
         except (ValueError, KeyError, TypeError, OSError):
             intact = False
         if not intact:
-            shutil.rmtree(folder, ignore_errors=True)
+            self._discard(key, "corrupt (its files do not match its manifest)")
             return None
         return manifest
 
+    def fetch(self, key: str) -> str | None:
+        """A verified local folder of the entry (for a local root, the entry itself), or None if
+        the entry is missing or fails verification (then it is removed, to be rebuilt)."""
+        manifest = self.lookup(key)
+        if manifest is None:
+            return None
+        if not self.remote:
+            return str(self.entry(key))
+        try:
+            return local_copy(self.entry_ref(key))
+        except StorageError as error:
+            self._discard(key, f"corrupt ({error.message})")
+            return None
+
+    # --- writing ---------------------------------------------------------------------------
+
     def store(self, key: str, source: Path, metadata: dict) -> dict:
-        """Copy `source` into the entry atomically and return its manifest (hold `lock(key)`)."""
-        self.root.mkdir(parents=True, exist_ok=True)
+        """Publish `source` as the entry of `key` and return its manifest (hold its lease)."""
+        source = Path(source)
+        if self.remote:  # a partial write of a builder that died, or a corrupt entry, is replaced
+            return publish(source, self.entry_ref(key), {"key": key, "metadata": metadata})
+        checksums = folder_checksums(source)
+        sizes = {name: (source / name).stat().st_size for name in checksums}
+        text = json.dumps({"key": key, "metadata": metadata, "checksums": checksums, "sizes": sizes},
+                          indent=1, sort_keys=True, default=str)
+        Path(self.root).mkdir(parents=True, exist_ok=True)
         self.clean_staging(key)  # left by a writer of this key that died mid-copy
         staging = Path(tempfile.mkdtemp(prefix=f".{key}.staging-", dir=self.root))
         try:
-            shutil.copytree(source, staging, dirs_exist_ok=True)
-            manifest = {"key": key, "metadata": metadata, "checksums": _checksums(staging)}
-            (staging / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True, default=str))
+            shutil.copytree(source, staging, dirs_exist_ok=True, ignore=shutil.ignore_patterns(MANIFEST))
+            (staging / MANIFEST).write_text(text)
             target = self.entry(key)
             if target.exists():
                 shutil.rmtree(target)
             os.replace(staging, target)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-        return manifest
+        return json.loads(text)
 
-    def get_or_build(self, key: str, build: Callable[[Callable[[Path, dict], dict]], object]) -> tuple[dict, bool]:
+    def get_or_build(self, key: str, build: Callable[[Callable[[Path, dict], dict]], object],
+                     poll_seconds: float = POLL_SECONDS) -> tuple[dict, bool]:
         """The entry of `key`, built only if no intact entry exists: (manifest, hit).
 
         `build(store)` trains and calls `store(folder, metadata)` while its folder still exists
-        (e.g. inside `checkpoint.as_directory()`). It runs at most once per key across every
-        process sharing `root`: the others wait on the lock, then find the entry (a hit).
+        (e.g. inside `checkpoint.as_directory()`). It runs at most once per key at a time
+        across every process and node sharing the root: the others wait for the lease holder
+        and then find the entry (a hit); if the holder dies, its lease lapses and one of them
+        builds it.
         """
-        with self.lock(key):
+        while True:
             manifest = self.lookup(key)
-            if manifest is not None:
+            if manifest is not None and (not self.remote or self.fetch(key) is not None):
                 return manifest, True
-            self.clean_staging(key)
-            stored: list[dict] = []
+            with self._try_lease(key) as held:
+                if held:
+                    manifest = self.lookup(key)  # published while we acquired the lease
+                    if manifest is not None and (not self.remote or self.fetch(key) is not None):
+                        return manifest, True
+                    self.clean_staging(key)
+                    stored: list[dict] = []
 
-            def store(source, metadata: dict) -> dict:
-                stored.append(self.store(key, Path(source), metadata))
-                return stored[-1]
+                    def store(source, metadata: dict) -> dict:
+                        stored.append(self.store(key, Path(source), metadata))
+                        return stored[-1]
 
-            build(store)
-            if not stored:
-                raise RuntimeError(f"phase cache {self.root}: the builder of {key} returned without calling store()")
-            return stored[-1], False
+                    build(store)
+                    if not stored:
+                        raise RuntimeError(f"phase cache {self.location}: the builder of {key} returned without calling store()")
+                    return stored[-1], False
+            time.sleep(poll_seconds)
+
+
+class _FileLease:
+    """A blocking file lock presented as a lease (always held once entered)."""
+
+    def __init__(self, lock):
+        self._lock = lock
+
+    def __enter__(self) -> bool:
+        self._lock.acquire()
+        return True
+
+    def __exit__(self, *exc) -> None:
+        self._lock.release()

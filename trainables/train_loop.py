@@ -32,6 +32,7 @@ per attempt start and per reported epoch (pid, epoch) to that file.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import inspect
 import json
 import os
@@ -47,6 +48,7 @@ from tasks.base import TaskDataError
 from tasks.modeling import (batches_by_length, collate, evaluate, freeze_embeddings, load_model_for_task,
                             majority_baseline, pad_sequences, predict, score)
 from tasks.mixture import parse_source, source_name
+from storage import to_local
 from trainables.config import PhaseConfig
 from trainables.feature_cache import cached_encode
 from trainables.multitask import (build_multitask_model, encode_mlm_corpus, load_mlm_corpus, mask_tokens,
@@ -227,6 +229,9 @@ def train_phase(config: dict) -> None:
     transformers.logging.set_verbosity_error()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     cfg = PhaseConfig.from_dict(config)
+    # A model in an object store (the embedded model, a phase-2 encoder of a remote phase cache)
+    # is read from this node's copy; hub names and local folders pass through unchanged.
+    cfg = dataclasses.replace(cfg, init_path=to_local(cfg.init_path), tokenizer_path=to_local(cfg.tokenizer_path))
     opts = cfg.training
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()

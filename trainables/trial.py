@@ -8,8 +8,6 @@ so the scheduler (ASHA) can stop the trial early.
 from __future__ import annotations
 
 import dataclasses
-import os
-import tempfile
 import threading
 import time
 import traceback
@@ -19,6 +17,7 @@ from tasks import NONE, get_task
 from tasks.mixture import parse_source, source_name
 from trainables.config import PER_TASK_CAPS, PhaseConfig, TrialConfig
 from trainables.phase_cache import PhaseCache, cache_key
+from storage import child, is_uri, to_local, uri_of
 from tasks.record_schema import (PARAM_INTERMEDIATE_LANGUAGES, PARAM_INTERMEDIATE_NUM_LANGUAGES,
                                  PARAM_INTERMEDIATE_SAMPLING, PARAM_INTERMEDIATE_SOURCES,
                                  PARAM_INTERMEDIATE_TEMPERATURE, PARAM_INTERMEDIATE_WEIGHTS, PARAM_TARGET_TRAIN)
@@ -113,7 +112,7 @@ def _fit(phase: PhaseConfig, trial: TrialConfig, name: str, report_to_tune: bool
         ),
         run_config=ray.train.RunConfig(
             name=name,
-            storage_path=os.path.join(trial.storage_path, trial.study_name, "train_runs"),
+            storage_path=child(trial.storage_path, trial.study_name, "train_runs"),
             failure_config=ray.train.FailureConfig(max_failures=resources.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
             callbacks=callbacks,
@@ -151,38 +150,66 @@ def intermediate_cache_fields(trial: TrialConfig) -> dict:
     return fields
 
 
+def phase_cache_for(trial: TrialConfig, on_event=None) -> PhaseCache:
+    """The study's phase cache; on an object store its leases come from the cluster's arbiter."""
+    leases = None
+    if is_uri(trial.phase_cache_dir):
+        from trainables.leases import LeaseClient, lease_actor
+
+        leases = LeaseClient(lease_actor(trial.phase_cache_dir))
+    cache = PhaseCache(trial.phase_cache_dir, leases=leases)
+    if on_event is not None:
+        cache.on_event = on_event
+    return cache
+
+
 def intermediate_encoder(trial: TrialConfig, trial_id: str, run: TrialRun) -> str:
-    """Phase 2: the encoder fine-tuned on the intermediate task, from the cache or trained now."""
-    cache = PhaseCache(Path(trial.phase_cache_dir))
-    key = cache_key(intermediate_cache_fields(trial))
-    with cache.lock(key):  # a second trial with the same phase 2 waits here for the first
-        manifest = cache.lookup(key)
-        hit = manifest is not None
-        if not hit:
-            sources = phase2_sources(trial)
-            phase = PhaseConfig(
-                phase="intermediate", task=parse_source(sources[0])[0], init_path=trial.model_path,
-                sources=sources, sampling=trial.intermediate_sampling, temperature=trial.intermediate_temperature,
-                weights=trial.intermediate_weights,
-                tokenizer_path=trial.model_path, learning_rate=trial.intermediate_lr,
-                epochs=trial.training.intermediate_epochs, seed=trial.seed, training=trial.training,
-                data_dir=trial.data_dir, mlflow_tracking_uri=trial.mlflow_tracking_uri, mlflow_run_id=run.run_id,
-                data_files=trial.data_files, feature_cache_dir=trial.feature_cache_dir,
-            )
-            started = time.time()
-            result = _fit(phase, trial, f"{trial_id}-intermediate", report_to_tune=False)
-            if result.error:
-                raise result.error
-            with result.checkpoint.as_directory() as directory:
-                summary = {k: v for k, v in result.metrics.items() if isinstance(v, (int, float))}
-                manifest = cache.store(key, Path(directory) / ENCODER_DIR,
-                                       {"trained_by_trial": trial_id, "seconds": time.time() - started,
-                                        "metrics": summary, "fields": intermediate_cache_fields(trial)})
-    run.set_tags({"xstilts.phase_cache": "hit" if hit else "miss", "xstilts.phase_cache_key": key})
+    """Phase 2: the encoder fine-tuned on the intermediate task, from the cache or trained now.
+
+    Returns where the encoder is (a local folder or a URI; phase 3's workers copy a URI to
+    their node). The phase-2 Ray Train run is named by the cache key, not the trial: a trial
+    that takes over the lease of one that died resumes that run from its last checkpoint.
+    """
+    events: list[str] = []
+
+    def on_event(message: str) -> None:
+        events.append(message)
+        print(f"phase cache: {message}", flush=True)
+
+    cache = phase_cache_for(trial, on_event)
+    fields = intermediate_cache_fields(trial)
+    key = cache_key(fields)
+
+    def build(store):
+        sources = phase2_sources(trial)
+        phase = PhaseConfig(
+            phase="intermediate", task=parse_source(sources[0])[0], init_path=trial.model_path,
+            sources=sources, sampling=trial.intermediate_sampling, temperature=trial.intermediate_temperature,
+            weights=trial.intermediate_weights,
+            tokenizer_path=trial.model_path, learning_rate=trial.intermediate_lr,
+            epochs=trial.training.intermediate_epochs, seed=trial.seed, training=trial.training,
+            data_dir=trial.data_dir, mlflow_tracking_uri=trial.mlflow_tracking_uri, mlflow_run_id=run.run_id,
+            data_files=trial.data_files, feature_cache_dir=trial.feature_cache_dir,
+        )
+        started = time.time()
+        result = _fit(phase, trial, f"intermediate-{key}", report_to_tune=False)
+        if result.error:
+            raise result.error
+        with result.checkpoint.as_directory() as directory:
+            summary = {k: v for k, v in result.metrics.items() if isinstance(v, (int, float))}
+            return store(Path(directory) / ENCODER_DIR,
+                         {"trained_by_trial": trial_id, "seconds": time.time() - started,
+                          "metrics": summary, "fields": fields})
+
+    manifest, hit = cache.get_or_build(key, build)
+    tags = {"xstilts.phase_cache": "hit" if hit else "miss", "xstilts.phase_cache_key": key}
+    if events:  # a corrupt or partial entry was found and rebuilt: say so on the run
+        tags["xstilts.phase_cache_rebuilt"] = "; ".join(events)[:4000]
+    run.set_tags(tags)
     run.log_metrics({"phase_cache_hit": float(hit)})
     if hit:  # the phase-2 numbers of the trial that trained it, so every trial shows them
         run.log_metrics({k: v for k, v in manifest["metadata"]["metrics"].items() if k.startswith("intermediate/")})
-    return str(cache.entry(key))
+    return cache.entry_ref(key)
 
 
 # Where a retrieval trial's selection value comes from (there is no English dev to select on).
@@ -214,8 +241,8 @@ def retrieval_target(trial: TrialConfig, target, encoder: str, run: TrialRun) ->
     from tasks.retrieval import evaluate_retrieval, load_encoder, resolve_layer
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    tokenizer = AutoTokenizer.from_pretrained(trial.model_path)  # phase 3's tokenizer source, too
-    model = load_encoder(encoder).to(device)
+    tokenizer = AutoTokenizer.from_pretrained(to_local(trial.model_path))  # phase 3's tokenizer source, too
+    model = load_encoder(to_local(encoder)).to(device)
     layer = resolve_layer(model.config.num_hidden_layers, trial.retrieval_layer)
     run.log_params({"retrieval_layer": layer})
     options = DataOptions(trial.data_dir, trial.training.eval_cap(target.name), trial.seed, trial.data_files)
@@ -284,7 +311,7 @@ def run_trial(config: dict) -> None:
             raise result.error
         final = {k: v for k, v in result.metrics.items() if k.startswith("final/")}
         run.log_metrics(final, step=trial.training.target_epochs)
-        run.set_tags({TAG_CHECKPOINT: result.checkpoint.path})
+        run.set_tags({TAG_CHECKPOINT: uri_of(result.checkpoint.filesystem, result.checkpoint.path)})
         # The last result again, from the trial itself: when a resumed study restarts this trial
         # and Ray Train finds its run already complete, fit() returns without a single new report,
         # and Tune (and Optuna) would be left without the trial's metric.
