@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 
 from analysis.select import Selection
-from storage import StorageError, to_local
+from xstilts_storage import StorageError, to_local
 
 # What a trial checkpoint holds besides the HF model and tokenizer (resume state, not for users).
 _NOT_EXPORTED = {"train_state.pt"}

@@ -18,7 +18,7 @@ first time) and named by its folder.
 
 Counted per study:
   phase-2 trainings   trial runs tagged xstilts.phase_cache = miss (cross-checked against the
-                      <study>/train_runs/*-intermediate folders Ray Train wrote)
+                      <study>/train_runs/intermediate-<key> folders Ray Train wrote)
   distinct configs    distinct xstilts.phase_cache_key tags (cross-checked against the distinct
                       (intermediate task, intermediate lr) pairs of the trials' params)
 Target: trainings / distinct configs = 1.00 in every repeat (no phase 2 trained twice, none lost).
@@ -71,7 +71,7 @@ def count(storage: Path, study_name: str, tracking_uri: str) -> dict:
     hits = [r for r in phase2 if r.data.tags.get("xstilts.phase_cache") == "hit"]
     keys = {r.data.tags.get("xstilts.phase_cache_key") for r in phase2}
     configs = {(r.data.params["intermediate_task"], float(r.data.params["intermediate_lr"])) for r in phase2}
-    folders = list((storage / study_name / "train_runs").glob("*-intermediate"))
+    folders = list((storage / study_name / "train_runs").glob("intermediate-*"))
     return {"trials": len(runs), "phase2_trials": len(phase2), "misses": len(misses), "hits": len(hits),
             "keys": len(keys - {None}), "configs": len(configs), "folders": len(folders),
             "finished": sum(r.info.status == "FINISHED" for r in runs),

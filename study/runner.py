@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 
 from study.config import ConfigError, StudyConfig, sqlite_path
-from storage import Location, StorageError, child, is_uri, probe
+from xstilts_storage import Location, StorageError, child, is_uri, probe
 from study.search import make_scheduler, make_searcher
 from tasks import get_task
 from tasks.record_schema import FINAL_EN_DEV

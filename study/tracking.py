@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from storage import is_uri
+from xstilts_storage import is_uri
 
 from mlflow.tracking import MlflowClient
 from ray.tune import Callback

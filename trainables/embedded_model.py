@@ -149,7 +149,7 @@ def publish_embedded_model(storage_dir: str, spec: EmbeddedModelSpec = EmbeddedM
     store it is built in this node's temporary cache and published to the bucket (files, then a
     manifest), so every node reads the same model: trials copy it with `storage.to_local`.
     """
-    from storage import child, is_uri, node_cache_dir, publish, published
+    from xstilts_storage import child, is_uri, node_cache_dir, publish, published
 
     if not is_uri(storage_dir):
         return ensure_embedded_model(storage_dir, spec, log)

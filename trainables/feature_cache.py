@@ -38,7 +38,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from storage import Location, node_cache_dir
+from xstilts_storage import Location, node_cache_dir
 
 FORMAT_VERSION = 1
 _HEADER = "__header__"

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from storage import MANIFEST, Location, StorageError, folder_checksums, local_copy, publish
+from xstilts_storage import MANIFEST, Location, StorageError, folder_checksums, local_copy, publish
 
 POLL_SECONDS = 2.0
 

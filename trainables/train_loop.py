@@ -48,7 +48,7 @@ from tasks.base import TaskDataError
 from tasks.modeling import (batches_by_length, collate, evaluate, freeze_embeddings, load_model_for_task,
                             majority_baseline, pad_sequences, predict, score)
 from tasks.mixture import parse_source, source_name
-from storage import to_local
+from xstilts_storage import to_local
 from trainables.config import PhaseConfig
 from trainables.feature_cache import cached_encode
 from trainables.multitask import (build_multitask_model, encode_mlm_corpus, load_mlm_corpus, mask_tokens,

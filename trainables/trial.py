@@ -17,7 +17,7 @@ from tasks import NONE, get_task
 from tasks.mixture import parse_source, source_name
 from trainables.config import PER_TASK_CAPS, PhaseConfig, TrialConfig
 from trainables.phase_cache import PhaseCache, cache_key
-from storage import child, is_uri, to_local, uri_of
+from xstilts_storage import child, is_uri, to_local, uri_of
 from tasks.record_schema import (PARAM_INTERMEDIATE_LANGUAGES, PARAM_INTERMEDIATE_NUM_LANGUAGES,
                                  PARAM_INTERMEDIATE_SAMPLING, PARAM_INTERMEDIATE_SOURCES,
                                  PARAM_INTERMEDIATE_TEMPERATURE, PARAM_INTERMEDIATE_WEIGHTS, PARAM_TARGET_TRAIN)
