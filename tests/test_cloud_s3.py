@@ -374,3 +374,25 @@ def _get_or_build(root: str, key: str, seconds: float, by: str, node_cache: str 
     assert json.loads(Path(local, "config.json").read_text())["by"] == manifest["metadata"]["by"]
     return {"hit": hit, "by": manifest["metadata"]["by"], "events": events,
             "node": ray.get_runtime_context().get_node_id()}
+
+
+@pytest.mark.parametrize("case", ["wrong credentials", "missing bucket"])
+def test_bad_object_storage_is_refused_before_anything_starts(cloud, tmp_path, case):
+    """One line naming storage_path and the fix, exit 2; no MLflow store, run or folder."""
+    config = _write_config(tmp_path, "refused", 0.001, ["synthetic_xnli"], samples=1)
+    raw = yaml.safe_load(config.read_text())
+    raw["mlflow"]["tracking_uri"] = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    env = dict(os.environ)
+    if case == "wrong credentials":
+        env["AWS_SECRET_ACCESS_KEY"] = "not-the-secret"
+    else:
+        raw["storage_path"] = "s3://no-such-bucket-xstilts/studies"
+    config.write_text(yaml.safe_dump(raw))
+    result = subprocess.run([sys.executable, "-m", "study.cli", "run", "--config", "study.yaml"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "storage_path" in lines[0], result.stderr
+    assert ("AWS_ACCESS_KEY_ID" in lines[0]) if case == "wrong credentials" else ("does not exist" in lines[0])
+    assert env["AWS_SECRET_ACCESS_KEY"] not in result.stderr + result.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["study.yaml"]
