@@ -290,3 +290,17 @@ def test_key_changes_with_the_evaluation_cap_of_a_phase_2_task_only():
     assert _key(capped(synthetic_mnli=100)) != _key(capped(synthetic_mnli=200))
     # a retrieval target's larger evaluation (BUCC) keeps every phase-2 cache entry a hit
     assert _key(capped(bucc2018=2000, synthetic_xnli=50)) == _key(BASE)
+
+
+def test_only_the_lease_holder_repairs(tmp_path):
+    """A reader without the lease must not remove a partial or corrupt entry: on an object store
+    "partial" is also what an entry looks like while its lease holder uploads it."""
+    cache = PhaseCache(tmp_path / "cache")
+    _fake_encoder(cache.entry("k1"))  # files, no manifest yet
+    assert cache.lookup("k1", repair=False) is None and cache.entry("k1").exists()
+    assert cache.fetch("k1", repair=False) is None and cache.entry("k1").exists()
+    events = []
+    cache.on_event = events.append
+    manifest, hit = cache.get_or_build("k1", lambda store: store(_fake_encoder(tmp_path / "trained"), {"n": 1}))
+    assert not hit and manifest["metadata"] == {"n": 1}
+    assert len(events) == 1 and "partial" in events[0]  # repaired under the lease, and reported

@@ -116,8 +116,10 @@ class PhaseCache:
         self.on_event(f"entry {key} at {self.entry_ref(key)} is {why}: removed, it will be rebuilt")
         self.location.child(key).delete()
 
-    def lookup(self, key: str) -> dict | None:
-        """The entry's manifest if it is complete and intact; a corrupt entry is removed.
+    def lookup(self, key: str, repair: bool = True) -> dict | None:
+        """The entry's manifest if it is complete and intact; with `repair`, a corrupt or partial
+        entry is removed (only its lease holder may repair: without the lease, "partial" may be
+        an entry its holder is writing right now, so a waiting reader just sees no entry).
 
         Locally every file's checksum is verified; remotely the file list and sizes are (the
         checksums are verified where the files are read: `fetch`, and every node's `local_copy`).
@@ -126,7 +128,7 @@ class PhaseCache:
         try:
             raw = folder.child(MANIFEST).read_bytes()
         except FileNotFoundError:
-            if folder.files():  # files without a manifest: a write that never finished
+            if repair and folder.files():  # files without a manifest: a write that never finished
                 self._discard(key, "partial (no manifest)")
             return None
         try:
@@ -141,14 +143,15 @@ class PhaseCache:
         except (ValueError, KeyError, TypeError, OSError):
             intact = False
         if not intact:
-            self._discard(key, "corrupt (its files do not match its manifest)")
+            if repair:
+                self._discard(key, "corrupt (its files do not match its manifest)")
             return None
         return manifest
 
-    def fetch(self, key: str) -> str | None:
+    def fetch(self, key: str, repair: bool = True) -> str | None:
         """A verified local folder of the entry (for a local root, the entry itself), or None if
-        the entry is missing or fails verification (then it is removed, to be rebuilt)."""
-        manifest = self.lookup(key)
+        the entry is missing or fails verification (then, with `repair`, it is removed)."""
+        manifest = self.lookup(key, repair)
         if manifest is None:
             return None
         if not self.remote:
@@ -156,7 +159,8 @@ class PhaseCache:
         try:
             return local_copy(self.entry_ref(key))
         except StorageError as error:
-            self._discard(key, f"corrupt ({error.message})")
+            if repair:
+                self._discard(key, f"corrupt ({error.message})")
             return None
 
     # --- writing ---------------------------------------------------------------------------
@@ -195,12 +199,13 @@ class PhaseCache:
         builds it.
         """
         while True:
-            manifest = self.lookup(key)
-            if manifest is not None and (not self.remote or self.fetch(key) is not None):
+            # Without the lease: look, never repair (the holder may be writing the entry now).
+            manifest = self.lookup(key, repair=False)
+            if manifest is not None and (not self.remote or self.fetch(key, repair=False) is not None):
                 return manifest, True
             with self._try_lease(key) as held:
                 if held:
-                    manifest = self.lookup(key)  # published while we acquired the lease
+                    manifest = self.lookup(key)  # published while we acquired the lease (or repaired)
                     if manifest is not None and (not self.remote or self.fetch(key) is not None):
                         return manifest, True
                     self.clean_staging(key)
