@@ -25,7 +25,10 @@ if TYPE_CHECKING:
     from analysis.records import StudyRecord, TrialRecord
     from analysis.tables import StudySummary, Table
 
-STUDY_WALL_SECONDS = "study_wall_seconds"  # the parent run's metric (study.tracking.finish_study_run)
+# The parent run's metrics (study.tracking.finish_study_run): the study's wall time, summed over its
+# driver sessions (`xstilts run`, then each `xstilts resume`), and how many sessions there were.
+STUDY_WALL_SECONDS = "study_wall_seconds"
+STUDY_SESSIONS = "study_sessions"
 PHASE_CACHE_HIT = "phase_cache_hit"
 RETRIEVAL_LAYER = "retrieval_layer"
 PHASES = (("phase 2 (intermediate)", "intermediate/"), ("phase 3 (target)", ""))
@@ -129,10 +132,12 @@ def run_table(stats: RunStats, study: "StudyRecord | None" = None) -> "Table":
     from analysis.tables import Table
 
     wall = study.metrics.get(STUDY_WALL_SECONDS) if study is not None else None
+    sessions = _sessions(study)
     rate = stats.cache_hit_rate
     rows = [
-        ["study wall time", _duration(wall), "the driver's `xstilts run`, Ray start-up to the last trial (parent run metric "
-         f"`{STUDY_WALL_SECONDS}`; absent while the study runs)"],
+        ["study wall time", _duration(wall) + (f" ({sessions} sessions)" if sessions and sessions > 1 else ""),
+         "the driver's `xstilts run`, Ray start-up to the last trial, plus each `xstilts resume` (the sum of the "
+         f"driver sessions; parent run metric `{STUDY_WALL_SECONDS}`; while the study runs, up to its last report)"],
         ["trials: first start to last end", _duration(stats.span_seconds), "MLflow run times of the trials"],
         ["trials finished / recorded", f"{stats.finished} / {stats.trials}", "MLflow run status FINISHED"],
         ["trial wall time, median (min–max)", _spread(stats.trial_seconds, 0) + " s" if stats.trial_seconds else "–",
@@ -183,10 +188,17 @@ def retrieval_layer_table(summary: "StudySummary", stats: RunStats) -> "Table | 
                         "Retrieval has no English dev: the selected trial is the best all-language mean."])
 
 
+def _sessions(study: "StudyRecord | None") -> int | None:
+    """How many driver sessions the study's wall time sums (None: recorded before sessions were)."""
+    value = study.metrics.get(STUDY_SESSIONS) if study is not None else None
+    return int(value) if value is not None else None
+
+
 def run_json(stats: RunStats, study: "StudyRecord | None" = None) -> dict:
     """run_table's numbers (summary.json)."""
     return {
         "study_wall_seconds": study.metrics.get(STUDY_WALL_SECONDS) if study is not None else None,
+        "study_sessions": _sessions(study),
         "trials_span_seconds": stats.span_seconds, "trials": stats.trials, "finished": stats.finished,
         "trial_seconds_median": _median(stats.trial_seconds),
         "phase_cache": {"hits": stats.cache_hits, "trainings": stats.cache_misses, "hit_rate": stats.cache_hit_rate},

@@ -9,6 +9,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
 DEFAULT_TRACKING_URI = os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///xstilts_runs/mlflow.db")
@@ -46,6 +47,16 @@ def _parser() -> argparse.ArgumentParser:
                      help="MLflow tracking URI (overrides mlflow.tracking_uri; default: $MLFLOW_TRACKING_URI if set)")
     run.add_argument("--name", help="study name (default: the config's name plus a timestamp)")
     run.add_argument("--num-samples", type=int, help="trials per target task (overrides num_samples)")
+
+    validate = sub.add_parser("validate", help="check a study config and what it points at, without running it",
+                              description="Do everything `xstilts run` does before it starts Ray: read and validate "
+                                          "the config (with the same options as run), probe the Ray address and the "
+                                          "MLflow tracking URI with short deadlines, and check the storage path; "
+                                          "print one line `ok: ...` (exit 0) or the problem (exit 2). Nothing is "
+                                          "started or written.")
+    for action in run._actions:
+        if action.option_strings and action.dest != "help":
+            validate._add_action(action)
 
     resume = sub.add_parser("resume", help="continue an interrupted study (e.g. after its driver was killed)",
                             description="Continue study NAME with the config it was started with (stored on its "
@@ -130,40 +141,146 @@ def _add_study_args(p):
     p.add_argument("--experiment", default="xstilts", help="MLflow experiment (default: xstilts)")
 
 
+def _q(value: str) -> str:
+    """A value in a printed command: secrets redacted, shell-quoted (paths with spaces paste)."""
+    import shlex
+
+    return shlex.quote(_redact(str(value)))
+
+
 def _mlflow_ui_command(tracking_uri: str) -> str:
     if tracking_uri.startswith("sqlite:"):
-        return f"mlflow ui --backend-store-uri {tracking_uri} --host 127.0.0.1"
-    return f"open {tracking_uri} in a browser"
+        return f"mlflow ui --backend-store-uri {_q(tracking_uri)} --host 127.0.0.1"
+    return f"open {_redact(tracking_uri)} in a browser"
+
+
+def _prepare_run(args):
+    """What `run` (and `validate`) check before Ray starts: the config, the name, the local
+    resources, then the Ray address, the tracking URI and the storage path (short deadlines).
+    Returns the resolved study; raises ConfigError."""
+    from study.config import check_name, load_config, with_overrides
+    from study.probes import parse_ray_address, probe_ray_address, probe_tracking_uri
+    from study.runner import preflight, resolve
+
+    if args.address is not None:
+        parse_ray_address(args.address)  # its form first: cheap, and before any file is read
+    if args.name is not None:
+        check_name(args.name, "--name")
+    config = load_config(args.config)
+    config = with_overrides(config, tracking_uri=args.tracking_uri, num_samples=args.num_samples)
+    study = resolve(config, args.name)
+    check_name(study.name, "--name")
+    if args.address is None:
+        _check_local_resources(config)
+    field = "mlflow.tracking_uri" + (" (--tracking-uri)" if args.tracking_uri else "")
+    probe_tracking_uri(study.tracking_uri, field=field)
+    probe_ray_address(args.address)
+    preflight(study)
+    return study
+
+
+def _check_local_resources(config) -> None:
+    """A local Ray has this machine's CPUs (and GPUs): a trial that needs more would wait forever."""
+    from study.config import ConfigError
+
+    r = config.resources
+    cpus = os.cpu_count() or 1
+    if r.num_workers * r.cpus_per_worker > cpus:
+        raise ConfigError("resources.cpus_per_worker", f"a trial needs {r.num_workers} x {r.cpus_per_worker:g} CPUs, "
+                          f"and the local Ray has {cpus}", "lower num_workers or cpus_per_worker, or join a cluster with --address")
+    if r.use_gpu:
+        import torch
+
+        gpus = torch.cuda.device_count()
+        if r.num_workers > gpus:
+            raise ConfigError("resources.use_gpu", f"a trial needs {r.num_workers} GPU(s), and this machine has {gpus}",
+                              "set use_gpu: false, or join a cluster with GPUs with --address")
 
 
 def cmd_run(args) -> int:
-    from study.config import ConfigError, load_config, with_overrides
-    from study.runner import preflight, resolve
+    from study.config import ConfigError
 
     try:
-        config = load_config(args.config)
-        config = with_overrides(config, tracking_uri=args.tracking_uri, num_samples=args.num_samples)
-        if args.address is not None and not args.address.strip():
-            raise ConfigError("--address", "is empty", "give auto, host:port or ray://host:10001, or leave it out")
-        study = resolve(config, args.name)
-        if args.name:
-            with_overrides(config, name=args.name)  # validates the name's characters
-        preflight(study)
+        study = _prepare_run(args)
     except ConfigError as error:
         return _bad_input("run", str(error))
 
     return _run_and_summarise(study, args.address)
 
 
-def cmd_resume(args) -> int:
+def cmd_validate(args) -> int:
     from study.config import ConfigError
+
+    try:
+        study = _prepare_run(args)
+    except ConfigError as error:
+        return _bad_input("validate", str(error))
+    c = study.config
+    where = args.address or "a local Ray"
+    print(f"ok: study {study.name}: {len(c.target_tasks)} target task(s) x {c.num_samples} trials, "
+          f"{len(c.intermediate_tasks)} intermediate choice(s), on {where}, MLflow {_redact(study.tracking_uri)}")
+    return EXIT_OK
+
+
+def cmd_resume(args) -> int:
+    from study.config import ConfigError, check_name
+    from study.probes import parse_ray_address, probe_ray_address, probe_tracking_uri
     from study.runner import load_for_resume
 
     try:
+        check_name(args.name, "NAME")  # it goes into an MLflow filter string and folder names
+        _check_experiment(args.experiment)
+        if args.address is not None:
+            parse_ray_address(args.address)
+        probe_tracking_uri(args.tracking_uri)
         study, parent_run_id = load_for_resume(args.tracking_uri, args.experiment, args.name)
+        probe_ray_address(args.address)
     except ConfigError as error:
         return _bad_input("resume", str(error))
     return _run_and_summarise(study, args.address, parent_run_id)
+
+
+def _redact(uri: str) -> str:
+    from study.probes import redact
+
+    return redact(uri)
+
+
+def _check_experiment(experiment) -> None:
+    from study.config import ConfigError, short
+
+    if not isinstance(experiment, str) or not experiment.strip() or not experiment.isprintable() or len(experiment) > 200:
+        raise ConfigError("--experiment", f"must be a printable, non-empty name of at most 200 characters, got {short(experiment)}",
+                          "e.g. --experiment xstilts")
+
+
+def _check_store_args(command: str, args, out: str | None = None, out_kind: str = "report") -> int | None:
+    """The inputs of analyze/report/export, before any MLflow access: names, --out, the tracking
+    URI (probed with a short deadline). None when all is well, else the exit code of bad input."""
+    from study.config import ConfigError, check_name, check_writable, short
+    from study.probes import probe_tracking_uri
+
+    try:
+        _check_experiment(args.experiment)
+        for name in [getattr(args, "study", None), *getattr(args, "compare", [])]:
+            if name is not None:
+                check_name(name, "--study" if name == getattr(args, "study", None) else "--compare")
+        if out is not None:
+            path = os.path.abspath(out)
+            if out_kind == "export":
+                if os.path.exists(path) and not os.path.isdir(path):
+                    raise ConfigError("--out", f"{short(path)} exists and is a file", "name a new folder")
+                if os.path.isdir(path) and os.listdir(path):
+                    raise ConfigError("--out", f"{short(path)} exists and is not empty", "name a new folder")
+                check_writable(Path(path).parent, "--out")  # the export is staged beside it
+            else:
+                if os.path.exists(path) and not os.path.isdir(path):
+                    raise ConfigError("--out", f"{short(path)} exists and is not a folder", "choose a folder")
+                check_writable(Path(path), "--out")
+        probe_tracking_uri(args.tracking_uri)
+    except (ConfigError, OSError) as error:
+        return _bad_input(command, str(error))
+    return None
 
 
 def _run_and_summarise(study, address, resume_run_id=None) -> int:
@@ -176,7 +293,7 @@ def _run_and_summarise(study, address, resume_run_id=None) -> int:
     try:
         completed = run_study(study, address=address, resume_run_id=resume_run_id)
     except KeyboardInterrupt:
-        print(f"xstilts run: interrupted; continue with: xstilts resume {study.name} --tracking-uri {study.tracking_uri}",
+        print(f"xstilts run: interrupted; continue with: xstilts resume {_q(study.name)} --tracking-uri {_q(study.tracking_uri)}",
               file=sys.stderr)
         return EXIT_FAILURE
     except ConnectionError as error:
@@ -189,10 +306,10 @@ def _run_and_summarise(study, address, resume_run_id=None) -> int:
     print("\n=== best trial per target task (selected on the English dev metric) ===")
     print(selection_table(selections) or "(no completed trials)")
     print(f"\nLook at it in MLflow:  {_mlflow_ui_command(study.tracking_uri)}")
-    print(f"Analyze again:         xstilts analyze --study {study.name} --tracking-uri {study.tracking_uri}")
+    print(f"Analyze again:         xstilts analyze --study {_q(study.name)} --tracking-uri {_q(study.tracking_uri)}")
     if selections:
         target = next(iter(selections))
-        print(f"Export a model:        xstilts export --study {study.name} --target {target} --out exported-{target} --tracking-uri {study.tracking_uri}")
+        print(f"Export a model:        xstilts export --study {_q(study.name)} --target {_q(target)} --out {_q('exported-' + target)} --tracking-uri {_q(study.tracking_uri)}")
     missing = [t for t, n in completed.items() if n == 0]
     if missing:
         print(f"xstilts run: error: no trial completed for {', '.join(missing)}; see the FAILED runs in MLflow", file=sys.stderr)
@@ -204,6 +321,9 @@ def cmd_analyze(args) -> int:
     from analysis.records import StudyNotFound, find_study, iter_trials, list_studies
     from analysis.select import best_per_target, selection_json, selection_table
 
+    bad = _check_store_args("analyze", args)
+    if bad is not None:
+        return bad
     if not _tracking_store_exists(args.tracking_uri):
         return _bad_input("analyze", f"no MLflow store at {args.tracking_uri}; run `xstilts run` first or pass --tracking-uri")
     if args.list:
@@ -261,11 +381,14 @@ def cmd_report(args) -> int:
     from analysis.report import log_report, write_report
     from analysis.tables import summarize
 
+    if not args.returns_threshold > 0 or args.returns_threshold == float("inf"):
+        return _bad_input("report", f"--returns-threshold must be a finite number > 0 points per added language, got {args.returns_threshold}")
+    bad = _check_store_args("report", args, args.out, "report")
+    if bad is not None:
+        return bad
     if not _tracking_store_exists(args.tracking_uri):
         return _bad_input("report", f"no MLflow store at {args.tracking_uri}; run `xstilts run` first or pass --tracking-uri")
     out = os.path.abspath(args.out)
-    if os.path.exists(out) and not os.path.isdir(out):
-        return _bad_input("report", f"--out {out} exists and is not a folder; choose a folder")
     if not args.returns_threshold > 0:
         return _bad_input("report", f"--returns-threshold must be > 0 points per added language, got {args.returns_threshold}")
     records = _find_studies("report", args, [args.study, *args.compare])
@@ -309,6 +432,9 @@ def cmd_export(args) -> int:
     from analysis.records import StudyNotFound, find_study, iter_trials
     from analysis.select import best_per_target
 
+    bad = _check_store_args("export", args, args.out, "export")
+    if bad is not None:
+        return bad
     if not _tracking_store_exists(args.tracking_uri):
         return _bad_input("export", f"no MLflow store at {args.tracking_uri}; pass --tracking-uri")
     if args.from_registry:
@@ -350,18 +476,20 @@ def cmd_export(args) -> int:
         how = "already registered as" if registered.reused else "registered as"
         print(f"{how} {registered.model} version {registered.version}, alias {registered.alias} "
               f"(models:/{registered.model}@{registered.alias})")
-        print(f"fetch it back: xstilts export --from-registry --target {args.target} --out DIR --tracking-uri {args.tracking_uri}"
-              + (f" --registered-model {model}" if args.registered_model else "")
+        print(f"fetch it back: xstilts export --from-registry --target {_q(args.target)} --out DIR --tracking-uri {_q(args.tracking_uri)}"
+              + (f" --registered-model {_q(model)}" if args.registered_model else "")
               + ("" if args.rule == "en_dev" else f" --rule {args.rule}"))
     return EXIT_OK
 
 
 def cmd_evaluate(args) -> int:
-    from tasks.xtreme_eval import EvaluationInputError, score_folders
+    from tasks.xtreme_eval import OFFICIAL_LANGUAGES, EvaluationInputError, nothing_to_score, score_folders
 
-    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks is not None else None
     try:
         result = score_folders(args.prediction_folder, args.label_folder, tasks)
+        if not any(task in result for task in OFFICIAL_LANGUAGES):
+            raise EvaluationInputError(nothing_to_score(args.prediction_folder, args.label_folder, tasks))
     except EvaluationInputError as error:
         return _bad_input("evaluate", str(error))
     print(json.dumps(result))
@@ -376,7 +504,7 @@ def _tracking_store_exists(uri: str) -> bool:
     return True
 
 
-COMMANDS = {"run": cmd_run, "resume": cmd_resume, "analyze": cmd_analyze, "export": cmd_export, "report": cmd_report, "evaluate": cmd_evaluate}
+COMMANDS = {"run": cmd_run, "validate": cmd_validate, "resume": cmd_resume, "analyze": cmd_analyze, "export": cmd_export, "report": cmd_report, "evaluate": cmd_evaluate}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,6 +8,9 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
+import reprlib
+import stat
 import types
 import typing
 from dataclasses import dataclass, field
@@ -28,8 +31,201 @@ class ConfigError(ValueError):
     """One line: `<field>: <problem>; <fix>`."""
 
     def __init__(self, field_name: str, problem: str, fix: str = ""):
+        field_name = _one_line(str(field_name), MAX_QUOTED)
         self.field_name = field_name
-        super().__init__(f"config field '{field_name}': {problem}" + (f"; {fix}" if fix else ""))
+        self.problem, self.fix = _one_line(problem, 2000), _one_line(fix, 2000)
+        super().__init__(f"config field '{field_name}': {self.problem}" + (f"; {self.fix}" if self.fix else ""))
+
+
+# Limits of the input boundary: what a config file, a YAML document and a name may be.
+MAX_CONFIG_BYTES = 1_000_000  # a study config is a few KB
+MAX_DEPTH = 50  # nesting of mappings/lists (a study config nests 3 deep)
+MAX_EXPANDED_NODES = 10_000  # YAML nodes after expanding aliases (a study config has ~200)
+MAX_EXPANDED_CHARS = 1_000_000  # scalar characters after expanding aliases
+MAX_QUOTED = 80  # characters of any value quoted in an error message
+MAX_NAME_LENGTH = 100  # a study name is a folder name, an MLflow tag and part of Tune's paths
+NAME_TIMESTAMP = "-20260101-120000"  # what resolve() appends to a config's name
+MAX_SEED = 2**32 - 1  # numpy / Optuna seeds
+_NAME_RE = re.compile(r"[A-Za-z0-9._-]+")
+
+_short_repr = reprlib.Repr()
+_short_repr.maxstring = _short_repr.maxother = _short_repr.maxlong = MAX_QUOTED
+_short_repr.maxlist = _short_repr.maxtuple = _short_repr.maxdict = _short_repr.maxset = 6
+_short_repr.maxlevel = 3
+
+
+def _one_line(text: str, limit: int) -> str:
+    text = text.replace("\r", "\\r").replace("\n", "\\n")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def short(value: Any) -> str:
+    """A value quoted in an error message: its repr, bounded (never built from a whole huge value)."""
+    try:
+        text = _short_repr.repr(value)
+    except Exception:  # a repr that fails: name the type only
+        text = f"<{type(value).__name__}>"
+    return _one_line(text, MAX_QUOTED)
+
+
+def check_name(value: Any, where: str, max_length: int = MAX_NAME_LENGTH) -> str:
+    """A study name: 1..max_length of A-Z a-z 0-9 . _ -, not `.`/`..`, not starting with `-`
+    (it names folders, MLflow tags and filter strings, and is pasted into shell commands)."""
+    fix = "use e.g. xnli-sweep-1 (letters, digits, '.', '_', '-')"
+    if not isinstance(value, str) or not value:
+        raise ConfigError(where, f"must be a non-empty name, got {short(value)}", fix)
+    if len(value) > max_length:
+        raise ConfigError(where, f"is {len(value)} characters long (at most {max_length})", "use a shorter name")
+    if not _NAME_RE.fullmatch(value):
+        raise ConfigError(where, f"{short(value)} has characters other than letters, digits, '-', '_', '.'", fix)
+    if value in (".", "..") or value.startswith("-"):
+        raise ConfigError(where, f"{short(value)} is not a usable name (it would be read as a path or an option)", fix)
+    return value
+
+
+# --------------------------------------------------------------------------------------------
+# Reading YAML safely: bounded size, depth and alias expansion; 3e-4 is a number
+# --------------------------------------------------------------------------------------------
+
+# YAML 1.2 floats in exponent form that PyYAML's YAML 1.1 resolver leaves as strings (3e-4, 1E5, 2.5e3).
+_EXPONENT_FLOAT = re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$")
+_NUMBER_TEXT = re.compile(r"^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?$")
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """SafeLoader that refuses nesting deeper than MAX_DEPTH while composing (before Python's
+    recursion limit is near) and reads exponent floats (3e-4) as floats."""
+
+    def __init__(self, stream, field: str, what: str):
+        super().__init__(stream)
+        self._field, self._what, self._depth = field, what, 0
+
+    def compose_node(self, parent, index):
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                mark = self.peek_event().start_mark
+                raise ConfigError(self._field, f"{self._what} nests deeper than {MAX_DEPTH} levels (line {mark.line + 1})",
+                                  "a study config nests a few levels; flatten it")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+_ConfigLoader.add_implicit_resolver("tag:yaml.org,2002:float", _EXPONENT_FLOAT, list("-+0123456789."))
+
+
+def _check_expansion(root: yaml.Node, source: str, what: str) -> None:
+    """What the document expands to once aliases are followed stays within MAX_EXPANDED_*,
+    MAX_DEPTH, and has no alias inside its own anchor ("billion laughs" and cycles refused)."""
+    fix = "write the values out instead of YAML anchors/aliases (&name / *name)"
+    sizes: dict[int, tuple[int, int, int]] = {}  # id(node) -> (nodes, characters, depth)
+    active: set[int] = set()
+
+    def walk(node: yaml.Node, depth: int) -> tuple[int, int, int]:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in active:
+            raise ConfigError(source, f"{what} has an alias inside its own anchor (a recursive structure)", fix)
+        if depth > MAX_DEPTH:
+            raise ConfigError(source, f"{what} nests deeper than {MAX_DEPTH} levels once aliases are expanded", fix)
+        if isinstance(node, yaml.ScalarNode):
+            result = (1, len(node.value), 1)
+        else:
+            active.add(key)
+            children = node.value if isinstance(node, yaml.SequenceNode) else [n for pair in node.value for n in pair]
+            nodes, chars, deepest = 1, 0, 0
+            for child in children:
+                n, c, d = walk(child, depth + 1)
+                nodes, chars, deepest = nodes + n, chars + c, max(deepest, d)
+                if nodes > MAX_EXPANDED_NODES or chars > MAX_EXPANDED_CHARS:
+                    raise ConfigError(source, f"{what} expands to more than {MAX_EXPANDED_NODES} values or "
+                                      f"{MAX_EXPANDED_CHARS} characters (YAML aliases)", fix)
+            active.discard(key)
+            result = (nodes, chars, deepest + 1)
+        if result[2] > MAX_DEPTH:
+            raise ConfigError(source, f"{what} nests deeper than {MAX_DEPTH} levels once aliases are expanded", fix)
+        sizes[key] = result
+        return result
+
+    nodes, chars, _ = walk(root, 1)
+    if nodes > MAX_EXPANDED_NODES or chars > MAX_EXPANDED_CHARS:
+        raise ConfigError(source, f"{what} expands to more than {MAX_EXPANDED_NODES} values or "
+                          f"{MAX_EXPANDED_CHARS} characters (YAML aliases)", fix)
+
+
+def load_yaml_text(text: str, source: str = "config", field: str | None = None) -> Any:
+    """Parse one YAML document with the limits of the input boundary (size, depth, alias expansion;
+    exponent floats as numbers). Every problem is a one-line ConfigError naming `field` (default:
+    `source`) and, in its text, `source` (e.g. the file)."""
+    field = field or source
+    what = short(source) if field != source else "the YAML"
+    if not isinstance(text, str):
+        raise ConfigError(field, f"{what} must be text, got {type(text).__name__}", "give a UTF-8 YAML file")
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ConfigError(field, f"{what} is {len(text)} characters long (at most {MAX_CONFIG_BYTES})",
+                          "a study config is a few KB; is this the right file?")
+    loader = None
+    try:
+        loader = _ConfigLoader(text, field, what)
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_expansion(node, field, what)
+        return loader.construct_document(node)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        if isinstance(error, yaml.reader.ReaderError):
+            character = chr(error.character) if isinstance(error.character, int) else str(error.character)
+            where = f" (character {short(character)} at position {error.position}: not text YAML can hold)"
+        raise ConfigError(field, f"{what} is not valid YAML{where}", "fix the syntax") from None
+    except RecursionError:
+        raise ConfigError(field, f"{what} nests too deeply", "a study config nests a few levels; flatten it") from None
+    except ValueError as error:  # e.g. an integer literal over Python's 4,300-digit limit
+        if isinstance(error, ConfigError):
+            raise
+        raise ConfigError(field, f"{what} has a value that cannot be read ({short(str(error))})",
+                          "write numbers with at most a few digits") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+
+
+def read_config_file(path: str | os.PathLike, where: str = "--config") -> str:
+    """The text of a config file: a regular file of at most MAX_CONFIG_BYTES of UTF-8."""
+    shown = short(str(path))
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise ConfigError(where, f"file {shown} does not exist", "give the path of a study YAML") from None
+    except (OSError, ValueError) as error:
+        raise ConfigError(where, f"cannot read {shown}: {getattr(error, 'strerror', None) or error}",
+                          "give the path of a readable study YAML") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise ConfigError(where, f"{shown} is a folder", "give the path of a study YAML file in it")
+    if not stat.S_ISREG(info.st_mode):
+        raise ConfigError(where, f"{shown} is not a regular file (a device, pipe or socket)",
+                          "give the path of a study YAML file")
+    if info.st_size > MAX_CONFIG_BYTES:
+        raise ConfigError(where, f"{shown} is {info.st_size} bytes (at most {MAX_CONFIG_BYTES})",
+                          "a study config is a few KB; is this the right file?")
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_CONFIG_BYTES + 1)
+    except OSError as error:
+        raise ConfigError(where, f"cannot read {shown}: {error.strerror or error}",
+                          "give the path of a readable study YAML") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(where, f"{shown} is more than {MAX_CONFIG_BYTES} bytes", "is this the right file?")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise ConfigError(where, f"{shown} is not UTF-8 text (byte 0x{data[error.start]:02x} on line {line})",
+                          "save it as UTF-8 YAML") from None
+    return text[1:] if text.startswith("\ufeff") else text
 
 
 @dataclass(frozen=True)
@@ -146,6 +342,31 @@ RETRIEVAL = "retrieval"  # target-only kind: no phase 3, the phase-2 encoder is 
 PARAM_TYPES = ("loguniform", "uniform", "choice")
 
 
+def _allows(annotation: Any, wanted: type) -> bool:
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return any(_allows(a, wanted) for a in typing.get_args(annotation))
+    return annotation is wanted
+
+
+def as_number(value: Any) -> Any:
+    """A number written as text (`"3e-4"`, which PyYAML's YAML 1.1 rules leave a string) as a float;
+    anything else unchanged."""
+    if isinstance(value, str) and len(value) <= 40 and _NUMBER_TEXT.match(value.strip()):
+        return float(value.strip())
+    return value
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _finite(value: Any) -> bool:
+    try:
+        return _is_number(value) and math.isfinite(value)
+    except OverflowError:  # an int too big for a float
+        return False
+
+
 def _type_ok(value: Any, annotation: Any) -> bool:
     origin = typing.get_origin(annotation)
     if origin in (typing.Union, types.UnionType):
@@ -153,12 +374,12 @@ def _type_ok(value: Any, annotation: Any) -> bool:
     if annotation is type(None):
         return value is None
     if annotation is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
+        return _is_number(value)
     if annotation is int:
         return isinstance(value, int) and not isinstance(value, bool)
     if annotation in (str, bool):
         return isinstance(value, annotation)
-    return True
+    return True  # containers: checked where they are used
 
 
 def _type_name(annotation: Any) -> str:
@@ -168,29 +389,45 @@ def _type_name(annotation: Any) -> str:
 
 
 def _build(cls, raw: Any, prefix: str):
-    """A flat dataclass from a mapping: unknown keys and wrong types are errors."""
+    """A flat dataclass from a mapping: unknown keys, wrong types and non-finite numbers are errors."""
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(prefix, f"must be a mapping, got {type(raw).__name__}", "write it as `key: value` lines")
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}
+    values = {}
     for key, value in raw.items():
         if key not in known:
             raise ConfigError(f"{prefix}.{key}", "unknown key", f"use one of: {', '.join(sorted(known))}")
+        if _allows(hints[key], float):
+            value = as_number(value)
         if not _type_ok(value, hints[key]):
-            raise ConfigError(f"{prefix}.{key}", f"must be {_type_name(hints[key])}, got {value!r}",
+            raise ConfigError(f"{prefix}.{key}", f"must be {_type_name(hints[key])}, got {short(value)}",
                               f"give a {_type_name(hints[key])}")
-    return cls(**raw)
+        if _is_number(value) and not _finite(value):
+            raise ConfigError(f"{prefix}.{key}", f"must be a finite number, got {short(value)}",
+                              "give a number (not .nan or .inf)")
+        values[key] = value
+    missing = [f.name for f in dataclasses.fields(cls)
+               if f.name not in values and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise ConfigError(f"{prefix}.{missing[0]}", "is missing", f"add `{missing[0]}:`")
+    return cls(**values)
 
 
 def _param_spec(name: str, raw: Any) -> ParamSpec:
     where = f"search_space.{name}"
     if not isinstance(raw, dict):
-        raise ConfigError(where, f"must be a mapping, got {raw!r}", "e.g. {type: loguniform, low: 1e-5, high: 1e-4}")
-    spec = _build(ParamSpec, {**raw, **({"values": tuple(raw["values"])} if isinstance(raw.get("values"), list) else {})}, where)
+        raise ConfigError(where, f"must be a mapping, got {short(raw)}", "e.g. {type: loguniform, low: 1e-5, high: 1e-4}")
+    if "values" in raw and not isinstance(raw["values"], list):
+        raise ConfigError(f"{where}.values", f"must be a list, got {short(raw['values'])}", "e.g. values: [1e-5, 3e-5]")
+    values = tuple(raw["values"]) if isinstance(raw.get("values"), list) else ()
+    if name not in ("target_train", "retrieval_layer"):
+        values = tuple(as_number(v) for v in values)
+    spec = _build(ParamSpec, {**raw, **({"values": values} if "values" in raw else {})}, where)
     if spec.type not in PARAM_TYPES:
-        raise ConfigError(f"{where}.type", f"unknown type {spec.type!r}", f"use one of: {', '.join(PARAM_TYPES)}")
+        raise ConfigError(f"{where}.type", f"unknown type {short(spec.type)}", f"use one of: {', '.join(PARAM_TYPES)}")
     if spec.type == "choice":
         if not spec.values:
             raise ConfigError(f"{where}.values", "is empty", "list at least one learning rate")
@@ -204,7 +441,7 @@ def _param_spec(name: str, raw: Any) -> ParamSpec:
     if name == "target_train":
         if spec.type != "choice" or not spec.values or not all(v in TARGET_TRAIN for v in spec.values) \
                 or len(set(spec.values)) != len(spec.values):
-            raise ConfigError(where, f"must be {{type: choice, values: [...]}} of {', '.join(TARGET_TRAIN)}, got {raw!r}",
+            raise ConfigError(where, f"must be {{type: choice, values: [...]}} of {', '.join(TARGET_TRAIN)}, got {short(raw)}",
                               "e.g. {type: choice, values: [english, translate_train]}")
         return spec
     if name == "retrieval_layer":
@@ -213,8 +450,8 @@ def _param_spec(name: str, raw: Any) -> ParamSpec:
                               "e.g. {type: choice, values: [8, 14, 20]}")
         return spec
     for value in numbers:
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value <= 0:
-            raise ConfigError(where, f"learning rates must be numbers > 0, got {value!r}", "use e.g. 1e-5")
+        if not _finite(value) or value <= 0:
+            raise ConfigError(where, f"learning rates must be finite numbers > 0, got {short(value)}", "use e.g. 1e-5")
     return spec
 
 
@@ -223,17 +460,17 @@ def _check_source(spec: Any, where: str, allowed_kinds: tuple[str, ...]) -> None
     from tasks.mixture import parse_source
 
     if not isinstance(spec, str) or not spec:
-        raise ConfigError(where, f"entries must be task names, got {spec!r}", "e.g. mnli or xnli@de")
+        raise ConfigError(where, f"entries must be task names, got {short(spec)}", "e.g. mnli or xnli@de")
     try:
         name, language = parse_source(spec)
         task = get_task(name)
     except (UnknownTaskError, ValueError) as error:
         raise ConfigError(where, str(error).splitlines()[0]) from None
     if task.kind not in allowed_kinds:
-        raise ConfigError(where, f"task {name!r} is of kind {task.kind!r}, which cannot be used here",
+        raise ConfigError(where, f"task {short(name)} is of kind {short(task.kind)}, which cannot be used here",
                           f"use tasks of kind {', '.join(allowed_kinds)}")
     if language is not None and language not in task.languages and language != task.train_language:
-        raise ConfigError(where, f"task {name} has no language {language!r}",
+        raise ConfigError(where, f"task {name} has no language {short(language)}",
                           f"use one of: {', '.join(task.languages)}")
 
 
@@ -242,13 +479,13 @@ def _task_list(raw: Any, where: str, allow_none: bool, allowed_kinds: tuple[str,
     if isinstance(raw, str):
         raw = [raw]
     if not isinstance(raw, list) or not raw:
-        raise ConfigError(where, f"must be a non-empty list of task names, got {raw!r}",
+        raise ConfigError(where, f"must be a non-empty list of task names, got {short(raw)}",
                           f"e.g. [{', '.join(list(TASKS)[:2])}]")
     for name in raw:
-        if allow_none and name == NONE or mixtures and name in mixtures:
+        if allow_none and name == NONE or mixtures and isinstance(name, str) and name in mixtures:
             continue
         if not allow_language and isinstance(name, str) and "@" in name:
-            raise ConfigError(where, f"{name!r}: a target task is trained in English and evaluated in every language",
+            raise ConfigError(where, f"{short(name)}: a target task is trained in English and evaluated in every language",
                               "name the task alone (for target-language training use search_space.target_train)")
         _check_source(name, where, allowed_kinds)
     if len(set(raw)) != len(raw):
@@ -268,11 +505,8 @@ def parse_config(raw: Any, source: str = "config") -> StudyConfig:
             raise ConfigError(required, "is missing", "add it (see search_spaces/embedded_default.yaml)")
     for key in ("name", "model", "storage_path"):
         if key in raw and (not isinstance(raw[key], str) or not raw[key].strip()):
-            raise ConfigError(key, f"must be a non-empty string, got {raw[key]!r}", "give a string")
-    name = raw["name"]
-    if not all(c.isalnum() or c in "-_." for c in name):
-        raise ConfigError("name", f"{name!r} has characters other than letters, digits, '-', '_', '.'",
-                          "use e.g. xnli-sweep-1")
+            raise ConfigError(key, f"must be a non-empty string, got {short(raw[key])}", "give a string")
+    name = check_name(raw["name"], "name", MAX_NAME_LENGTH - len(NAME_TIMESTAMP))
 
     targets = _task_list(raw["target_tasks"], "target_tasks", allow_none=False,
                          allowed_kinds=TRAINABLE_KINDS + (RETRIEVAL,))
@@ -325,12 +559,12 @@ def _mixtures(raw: Any) -> dict[str, MixtureConfig]:
     mixtures = {}
     for name, body in raw.items():
         where = f"mixtures.{name}"
-        if not isinstance(name, str) or not name or not all(c.isalnum() or c in "-_." for c in name):
+        if not isinstance(name, str) or not _NAME_RE.fullmatch(name) or len(name) > MAX_NAME_LENGTH:
             raise ConfigError(where, "a mixture name must be letters, digits, '-', '_' or '.'", "rename it")
         if name == NONE or name in TASKS:
-            raise ConfigError(where, f"{name!r} is already a task name", "give the mixture another name")
+            raise ConfigError(where, f"{short(name)} is already a task name", "give the mixture another name")
         if not isinstance(body, dict):
-            raise ConfigError(where, f"must be a mapping, got {body!r}", "e.g. {tasks: [mnli, squad], sampling: proportional}")
+            raise ConfigError(where, f"must be a mapping, got {short(body)}", "e.g. {tasks: [mnli, squad], sampling: proportional}")
         tasks = body.get("tasks")
         if isinstance(tasks, list):
             body = {**body, "tasks": tuple(tasks)}
@@ -338,7 +572,7 @@ def _mixtures(raw: Any) -> dict[str, MixtureConfig]:
             body = {**body, "weights": tuple(body["weights"])}
         mixture = _build(MixtureConfig, body, where)
         if not isinstance(mixture.tasks, tuple) or len(mixture.tasks) < 2:
-            raise ConfigError(f"{where}.tasks", f"must list at least two tasks, got {tasks!r}",
+            raise ConfigError(f"{where}.tasks", f"must list at least two tasks, got {short(tasks)}",
                               "e.g. [mnli, squad] or [xnli, xnli@de]; a single task goes in intermediate_tasks directly")
         for spec in mixture.tasks:
             _check_source(spec, f"{where}.tasks", TRAINABLE_KINDS)
@@ -346,15 +580,15 @@ def _mixtures(raw: Any) -> dict[str, MixtureConfig]:
             raise ConfigError(f"{where}.tasks", "lists a training split twice", "remove the duplicate")
         if mixture.weights is not None and (
                 not isinstance(mixture.weights, tuple) or len(mixture.weights) != len(mixture.tasks)
-                or not all(isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w) and w > 0
+                or not all(_finite(w) and w > 0
                            for w in mixture.weights)):
             raise ConfigError(f"{where}.weights", f"must be one number > 0 per task ({len(mixture.tasks)}), "
-                              f"got {body.get('weights')!r}", "e.g. weights: [3, 1]")
+                              f"got {short(body.get('weights'))}", "e.g. weights: [3, 1]")
         if mixture.sampling not in SAMPLING_MODES:
-            raise ConfigError(f"{where}.sampling", f"unknown sampling {mixture.sampling!r}",
+            raise ConfigError(f"{where}.sampling", f"unknown sampling {short(mixture.sampling)}",
                               f"use one of: {', '.join(SAMPLING_MODES)}")
-        if not math.isfinite(mixture.temperature) or mixture.temperature <= 0:
-            raise ConfigError(f"{where}.temperature", f"must be a number > 0, got {mixture.temperature!r}",
+        if not _finite(mixture.temperature) or mixture.temperature <= 0:
+            raise ConfigError(f"{where}.temperature", f"must be a number > 0, got {short(mixture.temperature)}",
                               "e.g. 2.0 (1.0 = proportional)")
         mixtures[name] = mixture
     return mixtures
@@ -362,28 +596,36 @@ def _mixtures(raw: Any) -> dict[str, MixtureConfig]:
 
 def _positive_int(value: Any, where: str, fix: str) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ConfigError(where, f"must be an integer >= 1, got {value!r}", fix)
+        raise ConfigError(where, f"must be an integer >= 1, got {short(value)}", fix)
 
 
 def _check_values(c: StudyConfig) -> None:
     _positive_int(c.num_samples, "num_samples", "run at least 1 trial per target task")
     _positive_int(c.max_concurrent_trials, "max_concurrent_trials", "use 1 or more")
-    if not isinstance(c.seed, int) or isinstance(c.seed, bool):
-        raise ConfigError("seed", f"must be an integer, got {c.seed!r}", "e.g. seed: 0")
+    for where, seed in (("seed", c.seed), ("search.seed", c.search.seed)):
+        if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:
+            raise ConfigError(where, f"must be an integer in [0, {MAX_SEED}], got {short(seed)}", f"e.g. {where}: 0")
     if c.search.algorithm != "optuna":
-        raise ConfigError("search.algorithm", f"unknown algorithm {c.search.algorithm!r}", "use optuna")
+        raise ConfigError("search.algorithm", f"unknown algorithm {short(c.search.algorithm)}", "use optuna")
     if c.search.sampler not in ("tpe", "random"):
-        raise ConfigError("search.sampler", f"unknown sampler {c.search.sampler!r}", "use tpe or random")
+        raise ConfigError("search.sampler", f"unknown sampler {short(c.search.sampler)}", "use tpe or random")
     if c.search.scheduler not in ("asha", "fifo"):
-        raise ConfigError("search.scheduler", f"unknown scheduler {c.search.scheduler!r}", "use asha or fifo")
+        raise ConfigError("search.scheduler", f"unknown scheduler {short(c.search.scheduler)}", "use asha or fifo")
     _positive_int(c.search.grace_period, "search.grace_period", "use 1 or more epochs")
     if c.search.reduction_factor < 2:
         raise ConfigError("search.reduction_factor", f"must be >= 2, got {c.search.reduction_factor}", "use 2, 3 or 4")
     _positive_int(c.resources.num_workers, "resources.num_workers", "use 1 or more Ray Train workers")
-    if c.resources.cpus_per_worker <= 0:
-        raise ConfigError("resources.cpus_per_worker", f"must be > 0, got {c.resources.cpus_per_worker}", "use e.g. 1")
+    if not _finite(c.resources.cpus_per_worker) or c.resources.cpus_per_worker <= 0:
+        raise ConfigError("resources.cpus_per_worker", f"must be a finite number > 0, got {short(c.resources.cpus_per_worker)}",
+                          "use e.g. 1")
     if c.resources.max_failures < 0:
         raise ConfigError("resources.max_failures", "must be >= 0", "use e.g. 2")
+    for where, value in (("training.warmup_ratio", c.training.warmup_ratio), ("training.weight_decay", c.training.weight_decay),
+                         ("training.max_grad_norm", c.training.max_grad_norm), ("training.mlm_weight", c.training.mlm_weight),
+                         ("training.mlm_probability", c.training.mlm_probability),
+                         ("training.holdout_fraction", c.training.holdout_fraction)):
+        if not _finite(value):
+            raise ConfigError(where, f"must be a finite number, got {short(value)}", "give a number (not .nan or .inf)")
     t = c.training
     for name in ("batch_size", "gradient_accumulation_steps", "intermediate_epochs", "target_epochs", "eval_batch_size"):
         _positive_int(getattr(t, name), f"training.{name}", "use 1 or more")
@@ -396,7 +638,7 @@ def _check_values(c: StudyConfig) -> None:
         if caps is None:
             continue
         if not isinstance(caps, dict):
-            raise ConfigError(f"training.{field_name}", f"must be a mapping, got {caps!r}", f"e.g. {example}")
+            raise ConfigError(f"training.{field_name}", f"must be a mapping, got {short(caps)}", f"e.g. {example}")
         for name, cap in caps.items():
             where = f"training.{field_name}.{name}"
             if name not in TASKS:
@@ -414,7 +656,7 @@ def _check_values(c: StudyConfig) -> None:
             raise ConfigError("training.mlm_corpus", "is missing (training.mlm_weight > 0)",
                               "give a text file of unlabeled multilingual sentences, one per line")
         if t.mlm_corpus not in (None, "synthetic") and not os.path.isfile(t.mlm_corpus):
-            raise ConfigError("training.mlm_corpus", f"file {t.mlm_corpus!r} does not exist",
+            raise ConfigError("training.mlm_corpus", f"file {short(t.mlm_corpus)} does not exist",
                               "give a text file with one sentence per line, or set mlm_weight: 0")
     if not 0 < t.mlm_probability < 1:
         raise ConfigError("training.mlm_probability", f"must be in (0, 1), got {t.mlm_probability}", "BERT uses 0.15")
@@ -425,21 +667,34 @@ def _check_values(c: StudyConfig) -> None:
     if c.search.grace_period > t.target_epochs:
         raise ConfigError("search.grace_period", f"{c.search.grace_period} > training.target_epochs {t.target_epochs}",
                           "ASHA could never stop a trial; lower grace_period")
+    if not isinstance(c.mlflow.experiment, str) or not c.mlflow.experiment.strip() \
+            or not c.mlflow.experiment.isprintable() or len(c.mlflow.experiment) > 200:
+        raise ConfigError("mlflow.experiment", f"must be a printable, non-empty name of at most 200 characters, "
+                          f"got {short(c.mlflow.experiment)}", "e.g. experiment: xstilts")
+    if not c.mlflow.tracking_uri.isprintable() or " " in c.mlflow.tracking_uri:
+        raise ConfigError("mlflow.tracking_uri", f"{short(c.mlflow.tracking_uri)} has spaces or control characters",
+                          "use sqlite:///path/mlflow.db or http://host:port")
     scheme = c.mlflow.tracking_uri.split(":", 1)[0]
     if scheme not in ("sqlite", "http", "https", "postgresql", "mysql", "databricks"):
-        raise ConfigError("mlflow.tracking_uri", f"unsupported URI {c.mlflow.tracking_uri!r}",
+        raise ConfigError("mlflow.tracking_uri", f"unsupported URI {short(c.mlflow.tracking_uri)}",
                           "use sqlite:///path/mlflow.db or http://host:port (MLflow 3 refuses plain ./mlruns)")
+    for where, value in (("data_dir", c.data_dir), ("storage_path", c.storage_path), ("model", c.model)):
+        if value is not None and (not isinstance(value, str) or not value.isprintable()):
+            raise ConfigError(where, f"must be a path or name without control characters, got {short(value)}",
+                              "give a plain string")
     if c.data_dir is not None and not os.path.isdir(c.data_dir):
-        raise ConfigError("data_dir", f"folder {c.data_dir!r} does not exist", "point it at a folder of task data or remove it")
+        raise ConfigError("data_dir", f"folder {short(c.data_dir)} does not exist", "point it at a folder of task data or remove it")
     _check_data(c)
     if "://" not in c.storage_path:
         _check_writable(Path(c.storage_path), "storage_path")
     if scheme == "sqlite":
         _check_writable(Path(sqlite_path(c.mlflow.tracking_uri)).parent, "mlflow.tracking_uri")
     model = c.model
+    if model.startswith("embedded:") and model != EMBEDDED_MODEL:
+        raise ConfigError("model", f"{short(model)} is not an embedded model", f"use {EMBEDDED_MODEL}")
     if model != EMBEDDED_MODEL and (model.startswith((".", "/", "~")) or os.sep in model and os.path.exists(model.split(os.sep)[0])):
         if not os.path.isdir(os.path.expanduser(model)) or not os.path.exists(os.path.join(os.path.expanduser(model), "config.json")):
-            raise ConfigError("model", f"local model folder {model!r} has no config.json",
+            raise ConfigError("model", f"local model folder {short(model)} has no config.json",
                               f"give an HF folder (save_pretrained) or a hub name like xlm-roberta-large, or {EMBEDDED_MODEL}")
 
 
@@ -505,27 +760,33 @@ def sqlite_path(uri: str) -> str:
     return uri[len("sqlite:///"):] if uri.startswith("sqlite:///") else uri[len("sqlite://"):]
 
 
+def _read_only_mount(path: Path) -> bool:
+    """On a read-only file system (os.access says yes to root even there)."""
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):
+        return False
+
+
 def _check_writable(path: Path, where: str) -> None:
     """The nearest existing ancestor must be a writable folder (nothing is created here)."""
     probe = path.expanduser().absolute()
     while not probe.exists():
         probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-        raise ConfigError(where, f"{str(path)!r} is not writable ({probe} is not a writable folder)",
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK) or _read_only_mount(probe):
+        raise ConfigError(where, f"{short(str(path))} is not writable ({short(str(probe))} is not a writable folder)",
                           "choose a folder you can write to")
 
 
+check_writable = _check_writable  # the CLI's --out checks use the same rule
+
+
 def load_config(path: str | os.PathLike | None = None) -> StudyConfig:
-    path = Path(path) if path else DEFAULT_CONFIG
-    if not path.exists():
-        raise ConfigError("--config", f"file {str(path)!r} does not exist", "give the path of a study YAML")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError("--config", f"{path} is not valid YAML{where}", "fix the syntax") from None
-    return parse_config(raw, str(path))
+    if path is not None and not str(path).strip():
+        raise ConfigError("--config", "is empty", "give the path of a study YAML, or leave --config out for the default")
+    path = Path(path) if path is not None else DEFAULT_CONFIG
+    text = read_config_file(path, "--config")
+    return parse_config(load_yaml_text(text, str(path), "--config"), str(path))
 
 
 def with_overrides(config: StudyConfig, **changes) -> StudyConfig:
@@ -534,8 +795,7 @@ def with_overrides(config: StudyConfig, **changes) -> StudyConfig:
     if "tracking_uri" in changes:
         changes["mlflow"] = dataclasses.replace(config.mlflow, tracking_uri=changes.pop("tracking_uri"))
     updated = dataclasses.replace(config, **changes)
-    if "name" in changes and not all(c.isalnum() or c in "-_." for c in updated.name):
-        raise ConfigError("--name", f"{updated.name!r} has characters other than letters, digits, '-', '_', '.'",
-                          "use e.g. xnli-sweep-1")
+    if "name" in changes:
+        check_name(updated.name, "--name")
     _check_values(updated)
     return updated

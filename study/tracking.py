@@ -9,6 +9,7 @@ the retries, is reported as one line and skipped.
 """
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -20,6 +21,46 @@ from ray.tune import Callback
 from study.search import SELECTION_METRIC, TIME_ATTR
 from tasks.record_schema import TAG_ERROR, TAG_KIND, TAG_PARENT, TAG_STOPPED_EARLY, TAG_STUDY, TAG_TRIAL_ID
 from trainables.mlflow_retry import call_with_retry
+
+
+REDACTED = "***"
+_SECRET_QUERY_KEYS = ("password", "passwd", "pwd", "secret", "token", "key", "credential", "signature")
+
+
+def redact_uri(uri: str) -> str:
+    """`uri` with its secrets replaced by `***`, for anything printed or logged: the password of
+    its user info (`postgresql://alice:secret@host/db` -> `postgresql://alice:***@host/db`) and
+    the values of query parameters named like a secret (`?password=`, `?token=`, `?sslkey=`...).
+    Anything that is not a URI with such parts is returned as is. Connect with the real URI."""
+    if not isinstance(uri, str) or "://" not in uri:
+        return uri
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        return uri
+    netloc, query = parts.netloc, parts.query
+    if "@" in netloc:
+        userinfo, host = netloc.rsplit("@", 1)
+        if ":" in userinfo:
+            netloc = f"{userinfo.split(':', 1)[0]}:{REDACTED}@{host}"
+    if query:
+        pairs = []
+        for pair in query.split("&"):
+            name, sep, value = pair.partition("=")
+            if sep and value and any(k in name.lower() for k in _SECRET_QUERY_KEYS):
+                value = REDACTED
+            pairs.append(f"{name}{sep}{value}")
+        query = "&".join(pairs)
+    if (netloc, query) == (parts.netloc, parts.query):
+        return uri
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def is_redacted(uri: str) -> bool:
+    """Whether `uri` is what redact_uri made of one with a secret (the secret is not in it)."""
+    return isinstance(uri, str) and REDACTED in uri and redact_uri(uri) == uri
 
 
 def study_exists(tracking_uri: str, experiment: str, name: str) -> bool:
@@ -67,12 +108,117 @@ def start_study_run(tracking_uri: str, experiment_id: str, name: str, params: di
     return run_id
 
 
-def finish_study_run(tracking_uri: str, run_id: str, status: str, wall_seconds: float) -> None:
-    """The parent run's last records; retried, since losing them would leave the study RUNNING."""
+# The parent run's wall-time metrics. A study runs in one or more driver sessions (`xstilts run`,
+# then one per `xstilts resume`); each session's seconds are logged at the session's index as the
+# step, and the study's wall time is their sum (logged at the same step, so it is the latest value).
+STUDY_WALL_SECONDS = "study_wall_seconds"
+STUDY_SESSION_SECONDS = "study_session_seconds"
+STUDY_SESSIONS = "study_sessions"
+HEARTBEAT_SECONDS = 30.0
+_ACTIVE_SESSIONS: dict[str, "StudySession"] = {}  # parent run id -> this driver's session of it
+
+
+def _latest_per_step(history) -> dict[int, float]:
+    """{step: the value logged last at that step} of a metric history."""
+    latest: dict[int, tuple] = {}
+    for point in history:
+        mark = (point.timestamp, point.value)
+        if point.step not in latest or mark > latest[point.step]:
+            latest[point.step] = mark
+    return {step: value for step, (_, value) in latest.items()}
+
+
+class StudySession:
+    """One driver session of a study, and the wall time of the sessions before it.
+
+    A session's seconds are logged when it ends (finish_study_run, also after Ctrl-C or SIGTERM)
+    and, at most every HEARTBEAT_SECONDS, while its trials report (StudyProgress): a driver that
+    is SIGKILLed (or whose machine is lost) still leaves its time up to its last heartbeat, which
+    the next `resume` adds in.
+    """
+
+    def __init__(self, tracking_uri: str, run_id: str, index: int, previous_seconds: float, started: float):
+        self.client = MlflowClient(tracking_uri)
+        self.run_id, self.index, self.previous_seconds, self.started = run_id, index, previous_seconds, started
+        self._last_heartbeat = 0.0
+        self._thread: threading.Thread | None = None
+
+    def elapsed(self) -> float:
+        return time.time() - self.started
+
+    def metrics(self, seconds: float, timestamp: int):
+        from mlflow.entities import Metric
+
+        return [Metric(STUDY_SESSION_SECONDS, seconds, timestamp, self.index),
+                Metric(STUDY_WALL_SECONDS, self.previous_seconds + seconds, timestamp, self.index),
+                Metric(STUDY_SESSIONS, float(self.index + 1), timestamp, self.index)]
+
+    def heartbeat(self, force: bool = False, wait: bool = False) -> None:
+        """Record the session's seconds so far: at most every HEARTBEAT_SECONDS unless forced.
+
+        Best effort, in a background thread unless `wait` (a tracking server that is away must not
+        hold up the driver's Tune loop; MLflow's HTTP layer alone retries for minutes): one at a
+        time, never retried beyond that, never raised. Each point carries the time it was taken,
+        so a late one never wins over a newer one (the final record, finish_study_run).
+        """
+        now = time.time()
+        if not force and now - self._last_heartbeat < HEARTBEAT_SECONDS:
+            return
+        if self._thread is not None and self._thread.is_alive():
+            return  # the previous one is still on its way
+        self._last_heartbeat = now
+        metrics = self.metrics(now - self.started, int(now * 1000))
+
+        def send() -> None:
+            try:
+                self.client.log_batch(self.run_id, metrics=metrics)
+            except Exception:  # noqa: BLE001 - the final record (finish_study_run) is the one retried
+                pass
+
+        if wait:
+            send()
+            return
+        self._thread = threading.Thread(target=send, name="xstilts-study-heartbeat", daemon=True)
+        self._thread.start()
+
+
+def begin_study_session(tracking_uri: str, run_id: str, started: float | None = None) -> StudySession:
+    """A new session of the study whose parent run is `run_id`: index and previous seconds from
+    the run's session history (a study run before sessions were recorded: its one wall time)."""
+    client = MlflowClient(tracking_uri)
+    sessions = _latest_per_step(call_with_retry(client.get_metric_history, run_id, STUDY_SESSION_SECONDS,
+                                                what="reading the study's wall time"))
+    if not sessions:
+        walls = _latest_per_step(call_with_retry(client.get_metric_history, run_id, STUDY_WALL_SECONDS,
+                                                 what="reading the study's wall time"))
+        if walls:  # recorded as one number before sessions were: that is session 0
+            sessions = {0: walls[max(walls)]}
+            call_with_retry(client.log_metric, run_id, STUDY_SESSION_SECONDS, sessions[0], step=0,
+                            what="recording the study's first session")
+    index = max(sessions) + 1 if sessions else 0
+    session = StudySession(tracking_uri, run_id, index, float(sum(sessions.values())),
+                           time.time() if started is None else started)
+    session.heartbeat(force=True, wait=True)  # the session is on record from its start
+    _ACTIVE_SESSIONS[run_id] = session
+    return session
+
+
+def finish_study_run(tracking_uri: str, run_id: str, status: str, wall_seconds: float,
+                     session: StudySession | None = None) -> None:
+    """The parent run's last records; retried, since losing them would leave the study RUNNING.
+
+    With `session`, the study's wall time is this session's `wall_seconds` plus the sessions
+    before it (a resumed study sums its sessions); without, `wall_seconds` alone.
+    """
+    from mlflow.entities import Metric
+
     client = MlflowClient(tracking_uri)
     now = int(time.time() * 1000)  # fixed before the first attempt: a repeat is the same point
-    call_with_retry(client.log_metric, run_id, "study_wall_seconds", wall_seconds, timestamp=now,
-                    what="logging the study's wall time")
+    metrics = session.metrics(wall_seconds, now) if session is not None else \
+        [Metric(STUDY_WALL_SECONDS, wall_seconds, now, 0)]
+    if session is not None:
+        _ACTIVE_SESSIONS.pop(run_id, None)  # no heartbeat after the final record
+    call_with_retry(client.log_batch, run_id, metrics=metrics, what="logging the study's wall time")
     call_with_retry(client.set_terminated, run_id, status=status, what="closing the study's run")
 
 
@@ -108,7 +254,15 @@ class StudyProgress(Callback):
         lr2 = f" intermediate_lr={c['intermediate_lr']:.3g}" if c.get("intermediate_task") != "none" else ""
         _log(f"{self._name(trial)} started: intermediate={c.get('intermediate_task')}{lr2} target_lr={c.get('target_lr', 0):.3g}")
 
+    def _heartbeat(self, force: bool = False) -> None:
+        # The driver's current session of this study, looked up rather than held: a resumed study's
+        # callbacks are unpickled from the Tune state of the session that created them.
+        session = _ACTIVE_SESSIONS.get(self.parent_run_id)
+        if session is not None:
+            session.heartbeat(force)
+
     def on_trial_result(self, iteration, trials, trial, result, **info):
+        self._heartbeat()
         epoch = result.get(TIME_ATTR)
         if SELECTION_METRIC in result and epoch is not None and self.printed.get(trial.trial_id) != epoch:
             self.printed[trial.trial_id] = epoch  # the trial re-reports its last epoch at the end
@@ -117,6 +271,7 @@ class StudyProgress(Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self.done += 1
+        self._heartbeat(force=True)
         last = trial.last_result or {}
         seconds = time.time() - self.started.get(trial.trial_id, time.time())
         epochs = int(last.get(TIME_ATTR, 0))
@@ -133,6 +288,7 @@ class StudyProgress(Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self.done += 1
+        self._heartbeat(force=True)
         message = (getattr(trial, "error_msg", None) or "see the trial's error file").strip().splitlines()
         summary = message[-1] if message else "unknown error"
         self._close_failed(trial, summary)

@@ -82,6 +82,8 @@ def file_extension(task: str) -> str:
 # --------------------------------------------------------------------------------------------
 
 def _read_text(path: str) -> str:
+    if not os.path.isfile(path):  # a folder, a device (/dev/zero), a pipe: never read
+        raise EvaluationInputError(f"{path}: not a regular file")
     try:
         with open(path, "rb") as handle:
             data = handle.read()
@@ -152,6 +154,12 @@ def _read_json(path: str) -> Any:
         raise EvaluationInputError(
             f"{path}: line {error.lineno} column {error.colno}: invalid JSON: {error.msg}"
         ) from None
+    except RecursionError:
+        raise EvaluationInputError(
+            f"{path}: JSON nested too deeply to read (predictions and SQuAD labels nest a few levels)"
+        ) from None
+    except ValueError as error:  # an integer over Python's digit limit (sys.set_int_max_str_digits)
+        raise EvaluationInputError(f"{path}: JSON value cannot be read ({str(error)[:120]})") from None
 
 
 def _read_squad_questions(path: str) -> list[tuple[str, list[str]]]:
@@ -368,6 +376,16 @@ def score_folders(prediction_folder: str, label_folder: str, tasks: list[str] | 
 
     result.update(aggregate_task_scores({task: result[task]["avg_metric"] for task in OFFICIAL_LANGUAGES if task in result}))
     return result
+
+
+def nothing_to_score(prediction_folder: str, label_folder: str, tasks: list[str] | None = None) -> str:
+    """One line for when score_folders found nothing to score: which task folders and files it expected."""
+    selected = [task for task in OFFICIAL_LANGUAGES if task in _selected_tasks(tasks)]
+    if not selected:
+        return "nothing to score: --tasks names no task; name tasks, e.g. --tasks xnli,panx"
+    layout = ", ".join(f"{task}/test-<lang>.{file_extension(task)}" for task in selected[:4]) + (", ..." if len(selected) > 4 else "")
+    return (f"nothing to score: no task folder of {', '.join(selected)} is in both {prediction_folder} and {label_folder}; "
+            f"expected the same <task>/test-<lang>.<ext> files in both (e.g. {layout})")
 
 
 def aggregate_task_scores(task_scores: dict[str, float]) -> dict[str, float]:

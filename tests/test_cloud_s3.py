@@ -281,7 +281,8 @@ def test_killed_driver_resumes_on_object_storage(cloud, tmp_path):
     assert len(ids) == len(set(ids)) == 3, ids  # no duplicate MLflow runs
     assert all(r.info.status == "FINISHED" for r in trials), [r.data.tags.get("xstilts.error") for r in trials]
     trainings, distinct = _phase2_counts(trials)
-    assert trainings == distinct, (trainings, distinct)
+    assert trainings == distinct, [(r.data.tags["xstilts.trial_id"], r.data.tags.get("xstilts.phase_cache"),
+                                    r.data.tags.get("xstilts.phase_cache_rebuilt")) for r in trials]
     # One phase-2 Ray Train run per configuration (named by its cache key): the resumed trial
     # continued the killed trainer's run instead of starting a second one.
     runs = {name.split("/")[0] for name in _bucket_files("studies/killed/train_runs") if name.startswith("intermediate-")}

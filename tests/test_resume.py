@@ -82,6 +82,87 @@ def test_driver_killed_then_resumed(tmp_path: Path):
                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert again.returncode == 2 and "no-such-study" in again.stderr
 
+    # The wall time sums the sessions: the killed one (up to its last heartbeat, a finished trial)
+    # and the resumed one; a no-op resume adds its own seconds and takes none away.
+    client = MlflowClient(uri)
+    parent = _study_run(client)
+    sessions = _sessions(client, parent.info.run_id)
+    assert sorted(sessions) == [0, 1] and all(seconds > 0 for seconds in sessions.values())
+    assert parent.data.metrics["study_sessions"] == 2
+    assert parent.data.metrics["study_wall_seconds"] == pytest.approx(sum(sessions.values()))
+    assert parent.data.metrics["study_wall_seconds"] > sessions[1]
+    before = parent.data.metrics["study_wall_seconds"]
+    noop = subprocess.run([sys.executable, "-m", "study.cli", "resume", NAME, "--tracking-uri", uri],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert noop.returncode == 0, noop.stdout[-3000:] + noop.stderr[-3000:]
+    parent = _study_run(client)
+    sessions = _sessions(client, parent.info.run_id)
+    assert sorted(sessions) == [0, 1, 2]
+    assert parent.data.metrics["study_wall_seconds"] == pytest.approx(before + sessions[2])
+    assert len(_trial_runs(uri)) == 3  # nothing re-ran
+
+
+def _study_run(client: MlflowClient):
+    experiment = client.get_experiment_by_name("xstilts")
+    (parent,) = [r for r in client.search_runs([experiment.experiment_id])
+                 if r.data.tags.get("xstilts.run_kind") == "study"]
+    return parent
+
+
+def _sessions(client: MlflowClient, run_id: str) -> dict[int, float]:
+    """{session index: its seconds, as last logged}."""
+    latest: dict[int, tuple] = {}
+    for point in client.get_metric_history(run_id, "study_session_seconds"):
+        if point.step not in latest or (point.timestamp, point.value) > latest[point.step]:
+            latest[point.step] = (point.timestamp, point.value)
+    return {step: value for step, (_, value) in latest.items()}
+
+
+def test_wall_time_sums_sessions_in_a_real_store(tmp_path: Path):
+    """study.tracking against a real sqlite MLflow store, as `run`, a SIGKILLed `resume` (only its
+    heartbeat on record) and another `resume` leave it; the report reads the sum."""
+    from analysis.records import find_study
+    from analysis.run_stats import run_json, run_table, RunStats
+    from study.tracking import begin_study_session, finish_study_run, start_study_run
+    from tasks.record_schema import TAG_KIND, TAG_STUDY
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment_id = client.create_experiment("xstilts")
+    run_id = start_study_run(uri, experiment_id, "walls", {"model": "m"}, "name: walls\n")
+
+    first = begin_study_session(uri, run_id, started=time.time() - 114)
+    assert (first.index, first.previous_seconds) == (0, 0.0)
+    finish_study_run(uri, run_id, "KILLED", 114.0, session=first)
+    assert client.get_run(run_id).data.metrics["study_wall_seconds"] == 114.0
+
+    second = begin_study_session(uri, run_id, started=time.time() - 17)  # a no-op resume
+    assert (second.index, second.previous_seconds) == (1, 114.0)
+    finish_study_run(uri, run_id, "FINISHED", 17.0, session=second)
+    metrics = client.get_run(run_id).data.metrics
+    assert metrics["study_wall_seconds"] == 131.0 and metrics["study_sessions"] == 2
+
+    killed = begin_study_session(uri, run_id, started=time.time() - 40)  # SIGKILLed: no finish
+    killed.heartbeat(force=True, wait=True)
+    third = begin_study_session(uri, run_id)
+    assert third.index == 3 and third.previous_seconds == pytest.approx(131.0 + 40, abs=5)
+    finish_study_run(uri, run_id, "FINISHED", 9.0, session=third)
+
+    study = find_study(uri, "xstilts", "walls")
+    assert study.metrics["study_wall_seconds"] == pytest.approx(131.0 + 40 + 9, abs=5)
+    assert study.metrics["study_sessions"] == 4
+    rows = {row[0]: row[1] for row in run_table(RunStats(), study).rows}
+    assert rows["study wall time"].endswith("(4 sessions)")
+    assert run_json(RunStats(), study)["study_sessions"] == 4
+
+    # A study recorded before sessions were (one wall-time number): that number is session 0.
+    legacy = client.create_run(experiment_id, tags={TAG_KIND: "study", TAG_STUDY: "legacy"}).info.run_id
+    client.log_metric(legacy, "study_wall_seconds", 114.0)
+    resumed = begin_study_session(uri, legacy)
+    assert (resumed.index, resumed.previous_seconds) == (1, 114.0)
+    finish_study_run(uri, legacy, "FINISHED", 17.0, session=resumed)
+    assert client.get_run(legacy).data.metrics["study_wall_seconds"] == 131.0
+
 
 def test_sigterm_stops_the_whole_study_and_leaves_it_resumable(tmp_path: Path):
     """`kill` (or a scheduler's SIGTERM) is Ctrl-C: the study stops, its MLflow run is KILLED (not

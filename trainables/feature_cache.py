@@ -6,8 +6,10 @@ evaluates on the same data. The features depend only on what is in the key, so t
 once and then read back in well under a second:
 
     key = hash(task (name, kind, labels, max_length), split, language, the tokenizer's files,
-               the resolved max_length, DataOptions, the data folder's file list (names, sizes,
-               mtimes), the source of the module that defines `encode`, the format version)
+               the resolved max_length, DataOptions, the content of the data folder's files and of
+               the files DataOptions.files names (trainables.fingerprint: hashed once, then
+               re-hashed only when a file's size or times change), the source of the module that
+               defines `encode`, the format version)
 
 An entry is one `<key>.npz` file (numpy arrays only: loading it never runs code) holding the
 features column by column plus a JSON header with a SHA-256 of the arrays; it is written to a
@@ -90,19 +92,13 @@ def tokenizer_fingerprint(tokenizer_path: str | os.PathLike | None, tokenizer=No
 
 
 def data_fingerprint(data_dir: str | None) -> str | None:
-    """Names, sizes and mtimes of every file under `data_dir` (cheap: nothing is read)."""
+    """The content of every file under `data_dir` (trainables.fingerprint: a SHA-256 over relative
+    paths, sizes and content hashes; unchanged files are not read again), None without a folder."""
     if not data_dir or not os.path.isdir(data_dir):
         return None
-    entries = []
-    for folder, _, files in os.walk(data_dir):
-        for name in files:
-            path = os.path.join(folder, name)
-            try:
-                st = os.stat(path)
-            except OSError:
-                continue
-            entries.append((os.path.relpath(path, data_dir), st.st_size, st.st_mtime_ns))
-    return _sha256(json.dumps(sorted(entries)))
+    from trainables.fingerprint import content_fingerprint
+
+    return content_fingerprint(data_dir)
 
 
 def encoder_fingerprint(encode_fn: Callable | None = None) -> str:
@@ -117,6 +113,17 @@ def encoder_fingerprint(encode_fn: Callable | None = None) -> str:
     return _sha256(source)
 
 
+def _data_files_field(options) -> dict:
+    """{"data_files": content of the files DataOptions.files names}, or {} without overrides (so
+    the keys of studies without them stay as they were)."""
+    files = getattr(options, "files", None)
+    if not files:
+        return {}
+    from trainables.fingerprint import data_files_fingerprint
+
+    return {"data_files": data_files_fingerprint(dict(files), getattr(options, "data_dir", None))}
+
+
 def feature_key_fields(task, split: str, language: str, tokenizer_hash: str, max_length: int | None,
                        options, encode_fn: Callable | None = None) -> dict:
     """Everything that determines `encode(task, task.load(split, language, options), tokenizer, max_length)`."""
@@ -127,6 +134,7 @@ def feature_key_fields(task, split: str, language: str, tokenizer_hash: str, max
         "max_length": max_length or task.max_length,
         "options": dataclasses.asdict(options),
         "data": data_fingerprint(getattr(options, "data_dir", None)),
+        **_data_files_field(options),
         "encoder": encoder_fingerprint(encode_fn),
     }
 

@@ -332,7 +332,9 @@ def train_phase(config: dict) -> None:
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:  # a restarted worker: continue after the last reported epoch
         with checkpoint.as_directory() as directory:
-            state = torch.load(os.path.join(directory, TRAIN_STATE), map_location="cpu", weights_only=False)
+            # weights_only: tensors, dicts, lists, tuples and numbers only (what the state holds), so a
+            # crafted checkpoint file cannot run code when it is loaded.
+            state = torch.load(os.path.join(directory, TRAIN_STATE), map_location="cpu", weights_only=True)
             start_epoch = state["epoch"] + 1
             if state.get("stopped"):  # the last (or early-stopped) epoch was reported: nothing is left
                 start_epoch = cfg.epochs

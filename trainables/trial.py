@@ -8,6 +8,7 @@ so the scheduler (ASHA) can stop the trial early.
 from __future__ import annotations
 
 import dataclasses
+import os
 import threading
 import time
 import traceback
@@ -121,12 +122,31 @@ def _fit(phase: PhaseConfig, trial: TrialConfig, name: str, report_to_tune: bool
     return trainer.fit()
 
 
+def _data_dir_fingerprint(data_dir: str | None) -> str | None:
+    """The content of the data folder phase 2 reads from (None: the tasks' default sources)."""
+    if not data_dir:
+        return None
+    from trainables.fingerprint import content_fingerprint
+
+    return content_fingerprint(data_dir) if is_uri(data_dir) or os.path.isdir(data_dir) else f"missing:{data_dir}"
+
+
 def intermediate_cache_fields(trial: TrialConfig) -> dict:
-    """Everything that determines a phase-2 result, and nothing else (not the target task)."""
+    """Everything that determines a phase-2 result, and nothing else (not the target task).
+
+    The model and the data are keyed by their content, not their location
+    (`trainables.fingerprint.content_fingerprint`): a local model folder or data folder by the
+    hashes of its files (re-saving different weights into the same folder is a miss; a copy of
+    the same files elsewhere is a hit), a URI by its manifest, an HF hub name by the name and the
+    revision the local hub cache resolves it to (the name alone when there is none).
+    """
+    from trainables.fingerprint import content_fingerprint, data_files_fingerprint
+
     fields = {
-        "model": trial.model_path, "intermediate_task": trial.intermediate_task,
-        "learning_rate": trial.intermediate_lr, "seed": trial.seed, "data_dir": trial.data_dir,
-        "data_files": trial.data_files,
+        "model": content_fingerprint(trial.model_path), "intermediate_task": trial.intermediate_task,
+        "learning_rate": trial.intermediate_lr, "seed": trial.seed,
+        "data_dir": _data_dir_fingerprint(trial.data_dir),
+        "data_files": data_files_fingerprint(trial.data_files, trial.data_dir),
         "epochs": trial.training.intermediate_epochs,
         "training": {k: v for k, v in dataclasses.asdict(trial.training).items()
                      if k != "target_epochs" and k not in PER_TASK_CAPS},
