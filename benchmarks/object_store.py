@@ -17,8 +17,9 @@ is the protocol's cost (HTTP, multipart, verification), not a network's.
 Scale-up (study.rehearsal.FakeAutoscalingCluster, Ray's fake multi-node autoscaler, 0 worker
 nodes at the start): `xstilts run --address ...` of a 1-trial study (embedded default, target
 synthetic_xnli, no intermediate, storage on the S3 server) is submitted; measured from the
-submission to (a) the first worker node alive and (b) the first trial running (its MLflow run
-created, which happens in the trial's process on the new node); then to the study's end and to
+submission to (a) the first worker node alive and (b) the first trial running (Tune's trial-start
+event, printed by the study as `started:`: the trial's actor got resources that only a launched
+node has); then to the study's end and to
 the node's release. The embedded model is published to the bucket before the clock starts.
 
 Last line: `figure: autoscaler scale-up (study submitted -> first trial running on a new node) <median> s`
@@ -102,8 +103,6 @@ def study_config(storage: str, tracking_uri: str) -> dict:
 
 def scale_up_once(s3, work: Path, index: int, args) -> dict:
     import yaml
-    from mlflow.tracking import MlflowClient
-
     from study.rehearsal import FakeAutoscalingCluster
 
     folder = work / f"scale-up-{index}"
@@ -122,12 +121,11 @@ def scale_up_once(s3, work: Path, index: int, args) -> dict:
         while driver.poll() is None and (node_up is None or trial_running is None):
             if node_up is None and cluster.worker_node_count() > 0:
                 node_up = time.monotonic() - submitted
-            if trial_running is None and (folder / "mlflow.db").exists():
-                client = MlflowClient(tracking_uri)
-                experiment = client.get_experiment_by_name("xstilts")
-                if experiment and client.search_runs([experiment.experiment_id],
-                                                     filter_string="tags.`xstilts.run_kind` = 'trial'"):
-                    trial_running = time.monotonic() - submitted
+            # Tune's trial-start event (the study's "started:" line): the trial's actor got its
+            # resources, which exist only on a launched node. (Polling the MLflow sqlite file
+            # here instead raced the driver's schema migration of the new store.)
+            if trial_running is None and " started: " in (folder / "out.log").read_text():
+                trial_running = time.monotonic() - submitted
             time.sleep(0.25)
         code = driver.wait(timeout=600)
         done = time.monotonic() - submitted
