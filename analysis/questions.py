@@ -35,15 +35,14 @@ from analysis.tables import (ENGLISH, TRANSLATE_TRAIN, Cell, StudySummary, Table
                              xtreme_style_scores)
 from tasks import NONE, UnknownTaskError, get_task
 from tasks.languages import distance_rank, language_info
-from tasks.record_schema import FINAL_ALL_LANGUAGES, FINAL_ZERO_SHOT
-
-# MLflow params of a trial that say what it trained on (written by the trainables).
-PARAM_SOURCES = "intermediate_sources"
-PARAM_LANGUAGES = "intermediate_languages"
-PARAM_NUM_LANGUAGES = "intermediate_num_languages"
-PARAM_SAMPLING = "intermediate_sampling"
-PARAM_TEMPERATURE = "intermediate_temperature"
-PARAM_TARGET_TRAIN = "target_train"
+# MLflow params of a trial that say what it trained on (written by the trainables; named once,
+# in tasks.record_schema).
+from tasks.record_schema import (FINAL_ALL_LANGUAGES, FINAL_ZERO_SHOT, PARAM_TARGET_TRAIN,
+                                 PARAM_INTERMEDIATE_LANGUAGES as PARAM_LANGUAGES,
+                                 PARAM_INTERMEDIATE_NUM_LANGUAGES as PARAM_NUM_LANGUAGES,
+                                 PARAM_INTERMEDIATE_SAMPLING as PARAM_SAMPLING,
+                                 PARAM_INTERMEDIATE_SOURCES as PARAM_SOURCES,
+                                 PARAM_INTERMEDIATE_TEMPERATURE as PARAM_TEMPERATURE)
 
 DEFAULT_RETURNS_THRESHOLD = 0.5  # points of the score per added language
 ALL_TARGETS = "all targets (XTREME-style)"

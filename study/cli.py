@@ -68,6 +68,9 @@ def _parser() -> argparse.ArgumentParser:
     resume.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///xstilts_runs/mlflow.db"),
                         help="MLflow tracking URI the study was run with (default: $MLFLOW_TRACKING_URI if set, else sqlite:///xstilts_runs/mlflow.db)")
     resume.add_argument("--experiment", default="xstilts", help="MLflow experiment (default: xstilts)")
+    resume.add_argument("--retry-errored", action=argparse.BooleanOptionalAction, default=True,
+                        help="run the trials that failed again (default: yes), under their trial ids and MLflow "
+                             "runs, whose previous error is kept as the tag xstilts.previous_error")
 
     analyze = sub.add_parser("analyze", help="best trial per target task, read from MLflow",
                              description="Select the best trial per target task from MLflow records only: by the "
@@ -148,10 +151,29 @@ def _q(value: str) -> str:
     return shlex.quote(_redact(str(value)))
 
 
+MLFLOW_UI_PORT = 5000  # `mlflow ui`'s default port
+
+
 def _mlflow_ui_command(tracking_uri: str) -> str:
     if tracking_uri.startswith("sqlite:"):
-        return f"mlflow ui --backend-store-uri {_q(tracking_uri)} --host 127.0.0.1"
+        return f"mlflow ui --backend-store-uri {_q(tracking_uri)} --host 127.0.0.1 --port {MLFLOW_UI_PORT}"
     return f"open {_redact(tracking_uri)} in a browser"
+
+
+def mlflow_links(tracking_uri: str, experiment_id: str, run_id: str) -> dict[str, str]:
+    """Direct links to the study's runs page and its parent run in MLflow's web UI.
+
+    MLflow 3 opens an experiment on an overview page made for GenAI apps; the trials are on the
+    runs page, `#/experiments/ID/runs` (the experiment also carries the model-training kind tag,
+    study.tracking.EXPERIMENT_KIND). A sqlite store is served by the `mlflow ui` command printed
+    beside the links; a tracking server serves its own UI.
+    """
+    if tracking_uri.startswith(("http://", "https://")):
+        base = _redact(tracking_uri).rstrip("/")
+    else:
+        base = f"http://127.0.0.1:{MLFLOW_UI_PORT}"
+    return {"runs": f"{base}/#/experiments/{experiment_id}/runs",
+            "study_run": f"{base}/#/experiments/{experiment_id}/runs/{run_id}"}
 
 
 def _prepare_run(args):
@@ -237,7 +259,7 @@ def cmd_resume(args) -> int:
         probe_ray_address(args.address)
     except ConfigError as error:
         return _bad_input("resume", str(error))
-    return _run_and_summarise(study, args.address, parent_run_id)
+    return _run_and_summarise(study, args.address, parent_run_id, retry_errored=args.retry_errored)
 
 
 def _redact(uri: str) -> str:
@@ -283,7 +305,7 @@ def _check_store_args(command: str, args, out: str | None = None, out_kind: str 
     return None
 
 
-def _run_and_summarise(study, address, resume_run_id=None) -> int:
+def _run_and_summarise(study, address, resume_run_id=None, retry_errored: bool = True) -> int:
     from analysis.records import find_study, iter_trials
     from analysis.select import best_per_target, selection_table
     from study.config import ConfigError
@@ -291,7 +313,7 @@ def _run_and_summarise(study, address, resume_run_id=None) -> int:
 
     config = study.config
     try:
-        completed = run_study(study, address=address, resume_run_id=resume_run_id)
+        completed = run_study(study, address=address, resume_run_id=resume_run_id, retry_errored=retry_errored)
     except KeyboardInterrupt:
         print(f"xstilts run: interrupted; continue with: xstilts resume {_q(study.name)} --tracking-uri {_q(study.tracking_uri)}",
               file=sys.stderr)
@@ -305,7 +327,13 @@ def _run_and_summarise(study, address, resume_run_id=None) -> int:
     selections = best_per_target(iter_trials(record))
     print("\n=== best trial per target task (selected on the English dev metric) ===")
     print(selection_table(selections) or "(no completed trials)")
+    links = mlflow_links(study.tracking_uri, record.experiment_id, record.run_id)
     print(f"\nLook at it in MLflow:  {_mlflow_ui_command(study.tracking_uri)}")
+    print(f"  the trials:          {links['runs']}")
+    print(f"  the study's run:     {links['study_run']}")
+    if study.optuna_storage:
+        print(f"Its Optuna studies:    optuna-dashboard {_q(study.optuna_storage)}  (one per target: "
+              f"{_redact(study.optuna_study_name('<target>'))})")
     print(f"Analyze again:         xstilts analyze --study {_q(study.name)} --tracking-uri {_q(study.tracking_uri)}")
     if selections:
         target = next(iter(selections))

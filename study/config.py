@@ -253,6 +253,11 @@ class SearchConfig:
     # target table has every cell as soon as num_samples >= the number of choices; the sampler
     # searches learning rates from there.
     each_intermediate_first: bool = False
+    # Where each target's Optuna study is kept (open it with `optuna-dashboard URL`): "auto" (an
+    # optuna.db beside the MLflow sqlite store, else under a local storage_path), "none" (in
+    # memory only), or an RDB URL (sqlite:///..., postgresql://...; needed for object storage
+    # with a tracking server).
+    optuna_storage: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -612,14 +617,20 @@ def _check_values(c: StudyConfig) -> None:
     if c.search.scheduler not in ("asha", "fifo"):
         raise ConfigError("search.scheduler", f"unknown scheduler {short(c.search.scheduler)}", "use asha or fifo")
     _positive_int(c.search.grace_period, "search.grace_period", "use 1 or more epochs")
+    storage = c.search.optuna_storage
+    if not isinstance(storage, str) or not (storage in ("auto", "none") or "://" in storage) or len(storage) > 1000:
+        raise ConfigError("search.optuna_storage", f"must be auto, none or an RDB URL, got {short(storage)}",
+                          "e.g. search.optuna_storage: sqlite:////abs/path/optuna.db (or auto)")
     if c.search.reduction_factor < 2:
         raise ConfigError("search.reduction_factor", f"must be >= 2, got {c.search.reduction_factor}", "use 2, 3 or 4")
     _positive_int(c.resources.num_workers, "resources.num_workers", "use 1 or more Ray Train workers")
     if not _finite(c.resources.cpus_per_worker) or c.resources.cpus_per_worker <= 0:
         raise ConfigError("resources.cpus_per_worker", f"must be a finite number > 0, got {short(c.resources.cpus_per_worker)}",
                           "use e.g. 1")
-    if c.resources.max_failures < 0:
-        raise ConfigError("resources.max_failures", "must be >= 0", "use e.g. 2")
+    for name, example in (("max_failures", 2), ("trial_max_failures", 1)):
+        value = getattr(c.resources, name)
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 100:
+            raise ConfigError(f"resources.{name}", f"must be an integer in [0, 100], got {short(value)}", f"use e.g. {example}")
     for where, value in (("training.warmup_ratio", c.training.warmup_ratio), ("training.weight_decay", c.training.weight_decay),
                          ("training.max_grad_norm", c.training.max_grad_norm), ("training.mlm_weight", c.training.mlm_weight),
                          ("training.mlm_probability", c.training.mlm_probability),

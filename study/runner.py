@@ -6,7 +6,6 @@ MLflow parent run and one phase cache, so intermediate trainings are shared acro
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 import signal
@@ -48,6 +47,24 @@ class ResolvedStudy:
     def phase_cache_dir(self) -> str:
         # Shared by every study with this storage path: a phase 2 is trained once across studies.
         return child(self.storage_path, "phase_cache")
+
+
+    @property
+    def optuna_storage(self) -> str | None:
+        """The RDB URL of the study's Optuna studies (one per target), or None (in memory)."""
+        value = self.config.search.optuna_storage
+        if value == "none":
+            return None
+        if value != "auto":
+            return value
+        if self.tracking_uri.startswith("sqlite:"):  # beside the MLflow store: one folder holds both
+            return "sqlite:///" + str(Path(sqlite_path(self.tracking_uri)).parent / "optuna.db")
+        if not is_uri(self.storage_path):
+            return "sqlite:///" + str(Path(self.storage_path) / "optuna.db")
+        return None  # object storage and a tracking server: name an RDB in search.optuna_storage
+
+    def optuna_study_name(self, target: str) -> str:
+        return f"{self.name}/{target}"
 
 
 def resolve(config: StudyConfig, name: str | None = None) -> ResolvedStudy:
@@ -159,11 +176,23 @@ def load_for_resume(tracking_uri: str, experiment: str, name: str) -> tuple[Reso
     return ResolvedStudy(config, name, config.storage_path, config.mlflow.tracking_uri), run.info.run_id
 
 
-def _start_ray(address: str | None, max_concurrent: int, log) -> dict:
+def _trial_env(tracking_uri: str) -> dict:
+    """Environment every Ray worker of the study gets beyond the defaults: the real tracking URI
+    when it holds a secret (trials get it redacted in their Tune config; TRACKING_URI_ENV)."""
+    from study.tracking import redact_uri
+    from trainables.config import TRACKING_URI_ENV
+
+    return {TRACKING_URI_ENV: tracking_uri} if redact_uri(tracking_uri) != tracking_uri else {}
+
+
+def _start_ray(address: str | None, max_concurrent: int, log, extra_env: dict | None = None) -> dict:
     import ray
 
+    from trainables.ray_compat import loopback_ray, pin_train_coordinator_here
+
     env = {"TOKENIZERS_PARALLELISM": "false", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5",
-           "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_DISABLE_PROGRESS_BARS": "1", **_storage_env()}
+           "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_DISABLE_PROGRESS_BARS": "1", **_storage_env(),
+           **(extra_env or {})}
     # Tune's own tables would interleave with our one-line-per-event progress (StudyProgress).
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     for key, value in env.items():
@@ -171,7 +200,7 @@ def _start_ray(address: str | None, max_concurrent: int, log) -> dict:
     runtime_env = {"env_vars": env}
     if address:
         ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)
-        _pin_train_coordinator_here()
+        pin_train_coordinator_here()
         cluster = ray.cluster_resources()
         if cluster.get(TRIAL_DRIVER_RESOURCE, 0) >= 1:
             return {TRIAL_DRIVER_RESOURCE: 1}
@@ -186,60 +215,14 @@ def _start_ray(address: str | None, max_concurrent: int, log) -> dict:
     # address="local" always starts a fresh runtime (a stale /tmp/ray file would join a dead one).
     # Keep the dashboard (bound to 127.0.0.1): without its agent, trials stopped by ASHA leaked
     # their placement groups and the study hung. Nothing else reaches a local runtime: it binds
-    # to loopback only (_loopback_ray).
-    with _loopback_ray():
+    # to loopback only (trainables.ray_compat.loopback_ray).
+    with loopback_ray():
         ray.init(address="local", resources={TRIAL_DRIVER_RESOURCE: max_concurrent}, runtime_env=runtime_env,
                  log_to_driver=False, dashboard_host="127.0.0.1", _node_ip_address=LOOPBACK)
     return {TRIAL_DRIVER_RESOURCE: 1}
 
 
 LOOPBACK = "127.0.0.1"
-
-
-@contextlib.contextmanager
-def _loopback_ray():
-    """While a local Ray starts: make its node address loopback, so that the GCS, the raylet, the
-    object manager, the agents and the workers listen on 127.0.0.1 instead of every interface.
-
-    Ray 2.60's `ray.init(_node_ip_address="127.0.0.1")` alone is not enough: it replaces a
-    loopback address by the machine's routable one (`services.resolve_ip_for_localhost`), unless
-    Ray clusters are disabled, as Ray does by default on macOS and Windows for this very reason
-    (`ray_constants.ENABLE_RAY_CLUSTER`, env RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER). That switch is
-    turned off for the driver's `ray.init` only (not through the environment, which `ray start`
-    of a later cluster in the same process tree would inherit); once started, every process of
-    the runtime takes the node address from its command line. A Ray without that constant (a
-    later release binding to the node address) gets `_node_ip_address` as is.
-    """
-    try:
-        from ray._private import ray_constants
-    except ImportError:  # noqa: BLE001 - a Ray without it: _node_ip_address alone
-        yield
-        return
-    if not hasattr(ray_constants, "ENABLE_RAY_CLUSTER"):
-        yield
-        return
-    from unittest import mock
-
-    with mock.patch.object(ray_constants, "ENABLE_RAY_CLUSTER", False):
-        yield
-
-
-def _pin_train_coordinator_here() -> None:
-    """Create Ray Train's autoscaling coordinator on the driver's node before any trial does.
-
-    Ray Train 2.60 creates it (a detached actor) on the node of the first Train run's
-    controller: on an autoscaling cluster that is a worker node, which then never counts as
-    idle and is never released (seen on the fake autoscaler). Created here first, on the head
-    where the driver runs, every Train run finds it by name. A Ray internal: if it moved, the
-    cost is only that one node outlives the study, so failures are ignored.
-    """
-    try:
-        from ray.data._internal.cluster_autoscaler.default_autoscaling_coordinator import (
-            get_or_create_autoscaling_coordinator)
-
-        get_or_create_autoscaling_coordinator()
-    except Exception:  # noqa: BLE001
-        pass
 
 
 def _study_params(study: ResolvedStudy, model_path: str) -> dict:
@@ -252,6 +235,8 @@ def _study_params(study: ResolvedStudy, model_path: str) -> dict:
         "intermediate_tasks": ",".join(c.intermediate_tasks), "num_samples_per_target": c.num_samples,
         "search.sampler": c.search.sampler, "search.scheduler": c.search.scheduler, "search.seed": c.search.seed,
         "storage_path": study.storage_path, "seed": c.seed, "mlflow.tracking_uri": study.tracking_uri,
+        "search.optuna_storage": study.optuna_storage or "none",
+        "search.optuna_study": study.optuna_study_name("<target task>"),
     }
     return {k: redact_uri(v) if isinstance(v, str) else v for k, v in params.items()}
 
@@ -285,7 +270,30 @@ def _real_tracking_uri(config: StudyConfig, tracking_uri: str) -> StudyConfig:
     return dataclasses.replace(config, mlflow=dataclasses.replace(config.mlflow, tracking_uri=tracking_uri))
 
 
-def make_tuner(trainable, config: StudyConfig, target_index: int, param_space: dict, tune_dir: str, callbacks: list):
+def trial_base_config(study: ResolvedStudy, target: str, model_path: str, experiment_id: str,
+                      parent_run_id: str) -> dict:
+    """The study-wide part of every trial's Tune config (the search space adds its point).
+
+    Tune writes it to each trial's params.json under the storage path, so a secret in the
+    tracking URI is redacted here; trials connect with the real URI from their environment
+    (`_trial_env`, `trainables.config.trial_tracking_uri`).
+    """
+    from study.tracking import redact_uri
+
+    c = study.config
+    return {
+        "study_name": study.name, "target_task": target, "model_path": model_path, "seed": c.seed,
+        "storage_path": study.storage_path, "phase_cache_dir": study.phase_cache_dir,
+        "mlflow_tracking_uri": redact_uri(study.tracking_uri), "mlflow_experiment_id": experiment_id,
+        "mlflow_parent_run_id": parent_run_id, "data_dir": c.data_dir, "data_files": c.data_files,
+        "feature_cache_dir": study.feature_cache_dir,
+        "intermediate_catalog": c.intermediate_catalog(),
+        "training": dataclasses.asdict(c.training), "resources": dataclasses.asdict(c.resources),
+    }
+
+
+def make_tuner(trainable, config: StudyConfig, target_index: int, param_space: dict, tune_dir: str, callbacks: list,
+               optuna_storage: str | None = None, optuna_study_name: str | None = None):
     """The Tune search of one target task (also what benchmarks/driver_scale.py drives)."""
     from ray import tune
 
@@ -296,12 +304,15 @@ def make_tuner(trainable, config: StudyConfig, target_index: int, param_space: d
             # metric/mode live on the searcher and the scheduler (OptunaSearch with its own
             # define-by-run space does not take them from here); the ConcurrencyLimiter
             # around the searcher is what bounds concurrent trials.
-            search_alg=make_searcher(config, target_index), scheduler=make_scheduler(config),
+            search_alg=make_searcher(config, target_index, optuna_storage, optuna_study_name),
+            scheduler=make_scheduler(config),
             num_samples=config.num_samples,
         ),
         run_config=tune.RunConfig(
             name=config.target_tasks[target_index], storage_path=tune_dir, verbose=0,
-            callbacks=callbacks, failure_config=tune.FailureConfig(max_failures=0),
+            # Tune's retries of a failed trial; Ray Train's retries of a lost worker are
+            # resources.max_failures, inside the trial (trainables.trial._fit).
+            callbacks=callbacks, failure_config=tune.FailureConfig(max_failures=config.resources.trial_max_failures),
         ),
     )
 
@@ -323,13 +334,15 @@ def _stop_on_sigterm():
     return signal.SIG_DFL if previous is None else previous  # None: a handler set outside Python (Ray's)
 
 
-def run_study(study: ResolvedStudy, address: str | None = None, log=print, resume_run_id: str | None = None) -> dict:
+def run_study(study: ResolvedStudy, address: str | None = None, log=print, resume_run_id: str | None = None,
+              retry_errored: bool = True) -> dict:
     """Run every target's search; return {target: number of completed trials}.
 
     With `resume_run_id` (the parent run of an interrupted study), each target's Tune experiment
     is restored from its storage: finished trials are kept, unfinished ones run again under the
     same trial ids (so they log into their existing MLflow runs, and their Ray Train runs resume
-    from their last checkpoints), and the search continues up to num_samples.
+    from their last checkpoints), and the search continues up to num_samples. With
+    `retry_errored`, trials that failed run again too, under their trial ids and MLflow runs.
     """
     import mlflow.tracking
     import ray
@@ -352,9 +365,13 @@ def run_study(study: ResolvedStudy, address: str | None = None, log=print, resum
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     # Ray first: whether the storage path must be shared depends on the cluster's node count,
     # and a refused study must leave nothing behind (no folder, no MLflow run).
-    trial_resources = _start_ray(address, c.max_concurrent_trials, log)
+    trial_resources = _start_ray(address, c.max_concurrent_trials, log, _trial_env(study.tracking_uri))
     try:
         check_storage_shared(study.storage_path, alive_node_count())
+        if address:  # a local Ray was checked against this machine before it started
+            from study.cluster_fit import check_trial_fits
+
+            check_trial_fits(c.resources, log)
     except ConfigError:
         ray.shutdown()
         raise
@@ -396,15 +413,7 @@ def run_study(study: ResolvedStudy, address: str | None = None, log=print, resum
         session = begin_study_session(study.tracking_uri, parent_run_id, started)
         for index, target in enumerate(c.target_tasks):
             task = get_task(target)
-            base = {
-                "study_name": study.name, "target_task": target, "model_path": model_path, "seed": c.seed,
-                "storage_path": study.storage_path, "phase_cache_dir": study.phase_cache_dir,
-                "mlflow_tracking_uri": study.tracking_uri, "mlflow_experiment_id": experiment_id,
-                "mlflow_parent_run_id": parent_run_id, "data_dir": c.data_dir, "data_files": c.data_files,
-                "feature_cache_dir": study.feature_cache_dir,
-                "intermediate_catalog": c.intermediate_catalog(),
-                "training": dataclasses.asdict(c.training), "resources": dataclasses.asdict(c.resources),
-            }
+            base = trial_base_config(study, target, model_path, experiment_id, parent_run_id)
             log(f"--- target task {target} ({task.kind}, selection metric: English dev {task.metric}) ---")
             progress = StudyProgress(study.tracking_uri, experiment_id, parent_run_id, target, task.metric,
                                      c.training.target_epochs, c.num_samples)
@@ -412,11 +421,17 @@ def run_study(study: ResolvedStudy, address: str | None = None, log=print, resum
             experiment_path = child(study.study_dir, "tune", target)
             if resume_run_id and tune.Tuner.can_restore(experiment_path):
                 log(f"resuming the search of {target} from {experiment_path}")
+                # Errored trials come back with Tune's resume_errored, not restart_errored: a
+                # restarted trial gets a new trial id (a second MLflow run, and OptunaSearch,
+                # which never saw that id, fails on its first result). Resumed, it keeps its id
+                # and run; our trials keep no Tune checkpoint, so it starts over, and its phases
+                # resume from their Ray Train checkpoints and the phase cache.
                 results = tune.Tuner.restore(experiment_path, trainable, resume_unfinished=True,
-                                             resume_errored=False, restart_errored=False).fit()
+                                             resume_errored=retry_errored, restart_errored=False).fit()
                 completed[target] = _completed(results)
                 continue
-            tuner = make_tuner(trainable, c, index, base, child(study.study_dir, "tune"), [progress])
+            tuner = make_tuner(trainable, c, index, base, child(study.study_dir, "tune"), [progress],
+                               study.optuna_storage, study.optuna_study_name(target))
             completed[target] = _completed(tuner.fit())
         status = "FINISHED"
     except KeyboardInterrupt:

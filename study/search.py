@@ -6,9 +6,10 @@ from dataclasses import dataclass
 
 from study.config import ParamSpec, StudyConfig
 from tasks import NONE, get_task
+from tasks.record_schema import EPOCH_EN_DEV, TARGET_EPOCH
 
-SELECTION_METRIC = "en_dev_score"  # reported by phase 3 every epoch: the English dev metric
-TIME_ATTR = "target_epoch"  # our own epoch counter: training_iteration restarts after a Train retry
+SELECTION_METRIC = EPOCH_EN_DEV  # reported by phase 3 every epoch: the English dev metric
+TIME_ATTR = TARGET_EPOCH  # our own epoch counter: training_iteration restarts after a Train retry
 
 
 def _suggest(trial, name: str, spec: ParamSpec) -> float:
@@ -55,10 +56,38 @@ def _middle(spec: ParamSpec) -> float:
     return (spec.low + spec.high) / 2
 
 
-def make_searcher(config: StudyConfig, target_index: int):
+_SEARCH_CLASS = None
+
+
+def _optuna_search_class():
+    """OptunaSearch that lets a trial it already closed as failed come back quietly.
+
+    `xstilts resume` retries errored trials under their trial ids (study.runner): OptunaSearch
+    then gets results of a trial its Optuna study already holds as FAIL, and would warn on every
+    one. They are skipped: a closed Optuna trial takes no more reports, so a retried trial's
+    outcome is in MLflow and Tune's results but does not inform the sampler. (Defined lazily:
+    Ray is imported only when a study runs; module-level once defined, so Tune can pickle it.)
+    """
+    global _SEARCH_CLASS
+    if _SEARCH_CLASS is None:
+        from ray.tune.search.optuna import OptunaSearch
+
+        class RetryTolerantOptunaSearch(OptunaSearch):
+            def on_trial_result(self, trial_id: str, result: dict):
+                if trial_id in self._completed_trials:
+                    return
+                super().on_trial_result(trial_id, result)
+
+        RetryTolerantOptunaSearch.__module__, RetryTolerantOptunaSearch.__qualname__ = __name__, "RetryTolerantOptunaSearch"
+        globals()["RetryTolerantOptunaSearch"] = _SEARCH_CLASS = RetryTolerantOptunaSearch
+    return _SEARCH_CLASS
+
+
+def make_searcher(config: StudyConfig, target_index: int, storage_url: str | None = None, study_name: str | None = None):
+    """OptunaSearch for one target; with `storage_url`, its Optuna study is kept there under
+    `study_name` (open it with `optuna-dashboard URL`; a resumed study goes on in it)."""
     import optuna
     from ray.tune.search import ConcurrencyLimiter
-    from ray.tune.search.optuna import OptunaSearch
 
     seed = config.search.seed + target_index  # each target has its own, reproducible sampler
     if config.search.sampler == "tpe":
@@ -85,7 +114,14 @@ def make_searcher(config: StudyConfig, target_index: int):
     if config.search.each_intermediate_first:
         points += [point_for(name) for name in config.intermediate_tasks if name != NONE]
     space = DefineSpace(config.intermediate_tasks, dict(config.search_space), retrieval)
-    searcher = OptunaSearch(space=space, sampler=sampler,
+    storage = None
+    if storage_url:
+        if storage_url.startswith("sqlite:"):
+            from pathlib import Path
+
+            Path(storage_url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        storage = optuna.storages.RDBStorage(storage_url)
+    searcher = _optuna_search_class()(space=space, sampler=sampler, storage=storage, study_name=study_name,
                             metric=SELECTION_METRIC, mode="max", points_to_evaluate=points or None)
     return ConcurrencyLimiter(searcher, max_concurrent=config.max_concurrent_trials)
 
@@ -100,3 +136,10 @@ def make_scheduler(config: StudyConfig):
                          # A trial that reaches the last epoch must finish on its own: it still has
                          # to log its zero-shot results and checkpoint after its last report.
                          stop_last_trials=False)
+
+
+def __getattr__(name: str):
+    # Unpickling a saved study (tuner.pkl holds its searcher) looks the class up by name.
+    if name == "RetryTolerantOptunaSearch":
+        return _optuna_search_class()
+    raise AttributeError(name)

@@ -19,7 +19,7 @@ from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
 from study.search import SELECTION_METRIC, TIME_ATTR
-from tasks.record_schema import TAG_ERROR, TAG_KIND, TAG_PARENT, TAG_STOPPED_EARLY, TAG_STUDY, TAG_TRIAL_ID
+from tasks.record_schema import FINAL_ZERO_SHOT, TAG_ERROR, TAG_KIND, TAG_PARENT, TAG_STOPPED_EARLY, TAG_STUDY, TAG_TRIAL_ID
 from trainables.mlflow_retry import call_with_retry
 
 
@@ -83,9 +83,22 @@ def ensure_experiment(tracking_uri: str, experiment: str, artifact_root: str | N
         location = None
         if artifact_root:  # an object-store URI as is (MLflow's S3/GCS artifact repositories)
             location = artifact_root if is_uri(artifact_root) else Path(artifact_root).absolute().as_uri()
-        return client.create_experiment(experiment, artifact_location=location)
+        return client.create_experiment(experiment, artifact_location=location,
+                                        tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
 
-    return call_with_retry(find_or_create, what="creating the MLflow experiment")
+    experiment_id = call_with_retry(find_or_create, what="creating the MLflow experiment")
+    # Also on an experiment made before (or by hand): MLflow 3 then opens it on its runs page.
+    found = client.get_experiment(experiment_id)
+    if found.tags.get(EXPERIMENT_KIND_TAG) is None:
+        call_with_retry(client.set_experiment_tag, experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND,
+                        what="marking the MLflow experiment as model training")
+    return experiment_id
+
+
+# MLflow 3's UI shows an experiment by its kind: without this tag it opens on a GenAI overview
+# ("No data available") and the trials are a click away; this kind opens the runs table.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
 
 
 def start_study_run(tracking_uri: str, experiment_id: str, name: str, params: dict, config_yaml: str) -> str:
@@ -281,7 +294,7 @@ class StudyProgress(Callback):
             _log(f"{self._name(trial)} stopped early by the scheduler after {epochs} epochs ({seconds:.0f}s)"
                      f" [{self.done}/{self.num_samples}]")
         else:
-            zero_shot = last.get("final/zero_shot_mean")
+            zero_shot = last.get(FINAL_ZERO_SHOT)
             extra = f", zero-shot mean {zero_shot:.2f}" if zero_shot is not None else ""
             _log(f"{self._name(trial)} finished: English dev {self.metric} {last.get(SELECTION_METRIC, float('nan')):.2f}"
                      f"{extra} ({seconds:.0f}s) [{self.done}/{self.num_samples}]")

@@ -8,10 +8,18 @@ TAG_TARGET = "xstilts.target_task"
 TAG_INTERMEDIATE = "xstilts.intermediate_task"
 TAG_CHECKPOINT = "xstilts.checkpoint"  # folder of the trial's final HF checkpoint
 TAG_SELECTION_METRIC = "xstilts.selection_metric"  # the target's metric name, e.g. accuracy
-TAG_ERROR = "xstilts.error"
+TAG_ERROR = "xstilts.error"  # only while the run's latest attempt failed
+TAG_ATTEMPT = "xstilts.attempt"  # set from the second attempt of a failed trial on (2, 3, ...)
+TAG_PREVIOUS_ERROR = "xstilts.previous_error"  # the error that ended the attempt before
 TAG_STOPPED_EARLY = "xstilts.stopped_early"
 TAG_PARENT = "mlflow.parentRunId"  # MLflow's own nesting tag
 
+# Per-epoch metrics of phase 3 (phase 2 logs the same names under "intermediate/").
+EPOCH_EN_DEV = "en_dev_score"  # the English dev selection metric, every epoch (Tune's and ASHA's metric)
+TARGET_EPOCH = "target_epoch"  # phase 3's epoch counter (ASHA's time attribute; survives Train restarts)
+INTERMEDIATE_PREFIX = "intermediate/"
+
+FINAL_PREFIX = "final/"  # what a trial records once, after its last epoch
 FINAL_EN_DEV = "final/en_dev_score"  # the selection metric after the last epoch
 FINAL_ALL_LANGUAGES = "final/all_languages_mean"
 FINAL_ZERO_SHOT = "final/zero_shot_mean"
@@ -27,3 +35,27 @@ PARAM_INTERMEDIATE_SAMPLING = "intermediate_sampling"  # mixtures only
 PARAM_INTERMEDIATE_TEMPERATURE = "intermediate_temperature"  # mixtures only
 PARAM_INTERMEDIATE_WEIGHTS = "intermediate_weights"  # mixtures with weights only, comma-joined
 PARAM_TARGET_TRAIN = "target_train"  # "english" (zero-shot) or "translate_train"
+
+
+def final_dev(language: str, metric: str) -> str:
+    """The final score of one language: final/dev/<lang>/<metric>."""
+    return f"{FINAL_DEV_PREFIX}{language}/{metric}"
+
+
+def final_chance(language: str, metric: str) -> str:
+    """The majority-class baseline of one language: final/chance/<lang>/<metric>."""
+    return f"{FINAL_CHANCE_PREFIX}{language}/{metric}"
+
+
+def summarize_final(scores: dict[str, float], train_language: str) -> dict[str, float]:
+    """The final means from per-language scores of the selection metric ({language: score}):
+    all languages, zero-shot (every language but the training one; absent when there is none)
+    and the English dev score (the training language's; None-free only when it was scored).
+    The one place these means are computed, for phase 3 and for retrieval targets alike."""
+    summary = {FINAL_ALL_LANGUAGES: sum(scores.values()) / len(scores)}
+    zero_shot = [value for language, value in scores.items() if language != train_language]
+    if zero_shot:
+        summary[FINAL_ZERO_SHOT] = sum(zero_shot) / len(zero_shot)
+    if train_language in scores:
+        summary[FINAL_EN_DEV] = scores[train_language]
+    return summary

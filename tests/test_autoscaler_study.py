@@ -55,6 +55,23 @@ def test_study_scales_workers_up_from_zero_and_releases_them(tmp_path):
                         pass
                     time.sleep(0.5)
 
+            # A Train worker that fits on no node type (4 CPUs; worker nodes have 2) is refused
+            # at once, before anything is written, instead of waiting forever.
+            (tmp_path / "too_big.yaml").write_text(yaml.safe_dump(
+                {**raw, "resources": {**raw["resources"], "cpus_per_worker": 4},
+                 "mlflow": {**raw["mlflow"], "tracking_uri": f"sqlite:///{tmp_path / 'refused.db'}"}}))
+            refused = subprocess.run([sys.executable, "-m", "study.cli", "run", "--config", "too_big.yaml", "--address",
+                                      cluster.address, "--name", "too-big"], cwd=tmp_path, capture_output=True,
+                                     text=True, timeout=120, env={**env, **cluster.client_env})
+            assert refused.returncode == 2, refused.stdout[-2000:] + refused.stderr[-2000:]
+            errors = [line for line in refused.stderr.splitlines() if "error" in line.lower()]  # Ray's INFO lines aside
+            assert len(errors) == 1 and "resources.cpus_per_worker" in errors[0] and "Traceback" not in refused.stderr, refused.stderr
+            assert "ray.worker.train: 2 CPU" in refused.stderr  # names the node types it could have used
+            from pyarrow import fs
+
+            written = s3.filesystem().get_file_info(fs.FileSelector(BUCKET, recursive=True))
+            assert not (tmp_path / "refused.db").exists() and not written
+
             watcher = threading.Thread(target=watch, daemon=True)
             watcher.start()
             submitted = time.monotonic()

@@ -78,6 +78,12 @@ def test_mlflow_has_one_parent_and_one_nested_run_per_trial(study):
     history = client.get_metric_history(children[0].info.run_id, "en_dev_score")
     assert len(history) >= 2
     assert "best trial per target task" in stdout and "mlflow ui" in stdout
+    # Direct links to the runs page and the study's run (MLflow 3 opens experiments elsewhere),
+    # and the experiment marked as model training.
+    experiment = client.get_experiment(parents[0].info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    runs_page = f"http://127.0.0.1:5000/#/experiments/{experiment.experiment_id}/runs"
+    assert runs_page in stdout and f"{runs_page}/{parents[0].info.run_id}" in stdout
 
 
 def test_english_dev_ends_above_chance(study):
@@ -159,3 +165,24 @@ def test_running_a_study_name_again_is_refused_and_writes_nothing(study):
     assert sorted(r.info.run_id for group in _runs(uri) for r in group) == before  # no orphan MLflow run
     files_after = sorted(str(p) for p in (root / "xstilts_runs").rglob("*") if "mlflow.db" not in p.name)
     assert files_after == files_before
+
+
+def test_each_target_has_an_optuna_study_users_can_open(study):
+    """The study's Optuna studies persist beside the MLflow store (optuna-dashboard opens them)."""
+    import optuna
+
+    root, uri, stdout = study
+    url = "sqlite:///" + str(Path(uri[len("sqlite:///"):]).parent / "optuna.db")
+    assert f"optuna-dashboard {url}" in stdout
+    parents, children = _runs(uri)
+    for target in TARGETS:
+        loaded = optuna.load_study(study_name=f"e2e-study/{target}", storage=url)
+        trials = [c for c in children if c.data.params["target_task"] == target]
+        assert len(loaded.trials) == len(trials) == 2
+        # Every trial with its parameters and a value (the last English dev score it reported).
+        drawn = sorted((t.params["intermediate_task"], t.params["target_lr"]) for t in loaded.trials)
+        recorded = sorted((c.data.params["intermediate_task"], float(c.data.params["target_lr"])) for c in trials)
+        assert drawn == recorded
+        for trial in loaded.trials:
+            assert trial.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+            assert trial.value is not None and 0 <= trial.value <= 100

@@ -119,7 +119,7 @@ def test_an_error_after_the_stop_request_closes_the_run_as_killed(monkeypatch, t
     run = FakeRun(stopped_by_study)
     FakeRun.instances[:] = [run]
     monkeypatch.setattr(trial_module, "TrialRun", FakeRun)
-    monkeypatch.setattr(trial_module, "_tune_stop_event", lambda: event)
+    monkeypatch.setattr(trial_module, "tune_stop_event", lambda: event)
     monkeypatch.setattr(trial_module, "_fit", fit_dies)
     monkeypatch.setattr(ray.tune, "get_context", lambda: type("Context", (), {"get_trial_id": lambda self: "t1"})())
     config = {

@@ -5,6 +5,10 @@ file is malformed: it exists (so the pre-flight check, which only looks for file
 study start) but does not parse. Every trial that picks qqp fails inside its Ray Train phase 2;
 the `none` trials finish. The study exits 0 (`xstilts run` fails only when a target has no
 completed trial at all), and the failure is in MLflow, not only in Ray's logs.
+
+Then the data is fixed and `xstilts resume` runs the failed trials again (Tune's
+restart_errored): they finish in their own MLflow runs, which keep the old error as
+`xstilts.previous_error` and count the attempt.
 """
 from __future__ import annotations
 
@@ -69,3 +73,19 @@ def test_failing_trial_is_recorded_and_study_goes_on(tmp_path):
         assert run.info.status == "FINISHED" and "final/en_dev_score" in run.data.metrics
     # The summary the CLI prints selects among the completed trials only.
     assert "best of" in result.stdout and f"best of {len(finished)} completed" in result.stdout
+
+    # Fix the data; `resume` restarts the errored trials (by default) under the same trial ids.
+    shutil.copy(FIXTURES / "qqp" / "train.tsv", data / "train.tsv")
+    resumed = subprocess.run([sys.executable, "-m", "study.cli", "resume", NAME], cwd=tmp_path, capture_output=True,
+                             text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    runs = client.search_runs([experiment.experiment_id])
+    trials = {r.data.tags["xstilts.trial_id"]: r for r in runs if r.data.tags.get("xstilts.run_kind") == "trial"}
+    assert len(trials) == 3  # the same runs, none added
+    for run in failed:
+        again = trials[run.data.tags["xstilts.trial_id"]]
+        assert again.info.run_id == run.info.run_id
+        assert again.info.status == "FINISHED" and "final/en_dev_score" in again.data.metrics
+        assert "xstilts.error" not in again.data.tags
+        assert again.data.tags["xstilts.attempt"] == "2"
+        assert "expected 3 TAB-separated columns" in again.data.tags["xstilts.previous_error"]

@@ -160,3 +160,17 @@ def test_lease_client_holds_renews_and_releases():
     assert table.holder("k") is None
     with second.hold("k") as held:
         assert held
+
+
+def test_drop_orphan_checkpoints_keeps_the_run_checkpoint_only(tmp_path):
+    from trainables.trial import drop_orphan_checkpoints
+
+    run = tmp_path / "abc-target"
+    for name in ("checkpoint_2026-01-01_00-00-01.000001", "checkpoint_2026-01-01_00-00-02.000002"):
+        (run / name).mkdir(parents=True)
+        (run / name / "train_state.pt").write_bytes(b"x")
+    (run / "checkpoint_manager_snapshot.json").write_text("{}")
+    kept = run / "checkpoint_2026-01-01_00-00-02.000002"
+    assert drop_orphan_checkpoints(str(kept)) == ["checkpoint_2026-01-01_00-00-01.000001"]
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoint_2026-01-01_00-00-02.000002", "checkpoint_manager_snapshot.json"]
+    assert drop_orphan_checkpoints(str(tmp_path / "not-a-checkpoint")) == []  # only checkpoint_* folders are touched

@@ -3,6 +3,7 @@ Tune config dict (the trainable is a plain function of its config)."""
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 
 from tasks.base import DataOptions
@@ -63,7 +64,12 @@ class ResourceOptions:
     num_workers: int = 1
     use_gpu: bool = False
     cpus_per_worker: float = 1.0
+    # Two kinds of retry (docs/cluster.md, "Retries"): Ray Train's restarts a phase's workers from
+    # its last checkpoint after a worker dies; Ray Tune's restarts a whole trial whose function
+    # raised (its phases then resume from their checkpoints and the phase cache). Tune's default
+    # is 0: what is left after Train's retries is mostly a deterministic error.
     max_failures: int = 2  # Ray Train retries of a phase after a worker dies (resumes from checkpoint)
+    trial_max_failures: int = 0  # Ray Tune retries of a trial that failed (after Train's retries)
 
 
 @dataclass(frozen=True)
@@ -142,6 +148,7 @@ class TrialConfig:
     def from_tune_config(cls, config: dict) -> "TrialConfig":
         names = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in config.items() if k in names}
+        values["mlflow_tracking_uri"] = trial_tracking_uri(values["mlflow_tracking_uri"])
         values["training"] = TrainingOptions(**config["training"])
         values["resources"] = ResourceOptions(**config["resources"])
         # The study sends what every intermediate choice trains on; keep the one this trial drew.
@@ -153,3 +160,17 @@ class TrialConfig:
         if "intermediate_sources" in values:
             values["intermediate_sources"] = tuple(values["intermediate_sources"])
         return cls(**values)
+
+
+# A tracking URI with a secret in it (`postgresql://alice:secret@db/mlflow`) reaches trials
+# redacted in their Tune config (which Tune writes to params.json under the storage path) and
+# whole in this environment variable, which the driver sets for every Ray worker.
+TRACKING_URI_ENV = "XSTILTS_TRACKING_URI"
+
+
+def trial_tracking_uri(configured: str) -> str:
+    """The URI a trial connects with: the driver's real one where the config holds it redacted."""
+    real = os.environ.get(TRACKING_URI_ENV)
+    if real and isinstance(configured, str) and "***" in configured:
+        return real
+    return configured

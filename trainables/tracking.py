@@ -17,7 +17,7 @@ import time
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
-from tasks.record_schema import FINAL_EN_DEV, TAG_KIND, TAG_PARENT, TAG_STOPPED_EARLY, TAG_TRIAL_ID
+from tasks.record_schema import FINAL_EN_DEV, TAG_ATTEMPT, TAG_ERROR, TAG_KIND, TAG_PREVIOUS_ERROR, TAG_PARENT, TAG_STOPPED_EARLY, TAG_TRIAL_ID
 from trainables.mlflow_retry import call_with_retry
 
 # Where the trial's own process ran (the Tune function trainable; its Ray Train workers may be
@@ -64,8 +64,18 @@ class TrialRun:
                 if found[0].info.status == "FINISHED" and FINAL_EN_DEV in found[0].data.metrics:
                     return cls(client, run_id, dict(found[0].data.metrics))
                 client.update_run(run_id, status="RUNNING")
-                if placement:  # restarted, possibly on another node
-                    client.log_batch(run_id, tags=[RunTag(k, v) for k, v in placement.items()])
+                retry = dict(placement)  # restarted, possibly on another node
+                error = found[0].data.tags.get(TAG_ERROR)
+                if error is not None:
+                    # A retry of a failed trial (Tune's max_failures, or `resume` restarting
+                    # errored trials): the old error stays readable, but the run is no longer
+                    # marked as failed by it.
+                    retry[TAG_PREVIOUS_ERROR] = error
+                    retry[TAG_ATTEMPT] = str(int(found[0].data.tags.get(TAG_ATTEMPT, "1")) + 1)
+                if retry:
+                    client.log_batch(run_id, tags=[RunTag(k, v) for k, v in retry.items()])
+                if error is not None:
+                    client.delete_tag(run_id, TAG_ERROR)
                 return cls(client, run_id)
             all_tags = {**tags, **placement, TAG_PARENT: parent_run_id, TAG_TRIAL_ID: trial_id, TAG_KIND: "trial"}
             return cls(client, client.create_run(experiment_id, tags=all_tags, run_name=run_name).info.run_id)

@@ -48,6 +48,8 @@ from tasks.base import TaskDataError
 from tasks.modeling import (batches_by_length, collate, evaluate, freeze_embeddings, load_model_for_task,
                             majority_baseline, pad_sequences, predict, score)
 from tasks.mixture import parse_source, source_name
+from tasks.record_schema import (EPOCH_EN_DEV, FINAL_PREFIX, INTERMEDIATE_PREFIX, TARGET_EPOCH, final_chance, final_dev,
+                                 summarize_final)
 from xstilts_storage import to_local
 from trainables.config import PhaseConfig
 from trainables.feature_cache import cached_encode
@@ -352,7 +354,7 @@ def train_phase(config: dict) -> None:
     bare_model = model.module if hasattr(model, "module") else model
     use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
     autocast = (lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)) if use_bf16 else contextlib.nullcontext
-    prefix = "intermediate/" if cfg.phase == "intermediate" else ""
+    prefix = INTERMEDIATE_PREFIX if cfg.phase == "intermediate" else ""
     mlm_generator = torch.Generator().manual_seed(cfg.seed)
     setup_seconds = time.time() - setup_started
     if rank == 0:
@@ -424,7 +426,7 @@ def train_phase(config: dict) -> None:
         if sources[0].cache_hit is not None:
             metrics[f"{prefix}feature_cache_hit"] = float(all(s.cache_hit for s in sources))
         if cfg.phase == "target":
-            metrics["target_epoch"] = epoch + 1  # ASHA's time attribute (survives Train restarts)
+            metrics[TARGET_EPOCH] = epoch + 1  # ASHA's time attribute (survives Train restarts)
         checkpoint_dir = None
         try:
             if rank == 0:
@@ -437,8 +439,8 @@ def train_phase(config: dict) -> None:
                         metrics[f"{prefix}dev/{where}/{metric_name}"] = value
                     selection.append(scored[t.metric])
                 # A mixture selects on the mean of its tasks' English dev metrics.
-                metrics[f"{prefix}en_dev_score"] = sum(selection) / len(selection)
-                stop = _early_stopping_update(stopping, metrics[f"{prefix}en_dev_score"], epoch, opts, bare_model)
+                metrics[f"{prefix}{EPOCH_EN_DEV}"] = sum(selection) / len(selection)
+                stop = _early_stopping_update(stopping, metrics[f"{prefix}{EPOCH_EN_DEV}"], epoch, opts, bare_model)
                 last = epoch + 1 == cfg.epochs or stop
                 if last and stopping["best_model"] is not None and stopping["best_epoch"] != epoch:
                     # Go on from the best epoch's weights (what early stopping selects).
@@ -446,7 +448,7 @@ def train_phase(config: dict) -> None:
                     metrics[f"{prefix}best_epoch"] = stopping["best_epoch"] + 1
                 if last and cfg.phase == "target":
                     metrics.update(_zero_shot(task, bare_model, tokenizer, cfg, eval_options_of(task.name), train_examples, device, dev_en))
-                _log_to_mlflow(cfg, {k: v for k, v in metrics.items() if not k.startswith("final/")}, epoch + 1,
+                _log_to_mlflow(cfg, {k: v for k, v in metrics.items() if not k.startswith(FINAL_PREFIX)}, epoch + 1,
                                once_key=f"{prefix}epoch")
                 checkpoint_dir = tempfile.mkdtemp(prefix="xstilts-ckpt-")
                 if last:
@@ -512,11 +514,7 @@ def _zero_shot(task, model, tokenizer, cfg: PhaseConfig, options: DataOptions, t
     for language in languages:
         dev = dev_en if dev_en is not None and language == task.train_language else _DevSet(task, language, options, tokenizer, cfg)
         for name, value in dev.score(task, model, tokenizer, cfg, device).items():
-            results[f"final/dev/{language}/{name}"] = value
-        results[f"final/chance/{language}/{task.metric}"] = _majority_baseline(task, train, dev.examples, language)[task.metric]
-    zero_shot = [results[f"final/dev/{l}/{task.metric}"] for l in languages if l != task.train_language]
-    results["final/en_dev_score"] = results[f"final/dev/{task.train_language}/{task.metric}"]
-    if zero_shot:
-        results["final/zero_shot_mean"] = sum(zero_shot) / len(zero_shot)
-    results["final/all_languages_mean"] = sum(results[f"final/dev/{l}/{task.metric}"] for l in languages) / len(languages)
+            results[final_dev(language, name)] = value
+        results[final_chance(language, task.metric)] = _majority_baseline(task, train, dev.examples, language)[task.metric]
+    results.update(summarize_final({l: results[final_dev(l, task.metric)] for l in languages}, task.train_language))
     return results

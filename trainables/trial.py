@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import threading
 import time
 import traceback
 from pathlib import Path
@@ -22,8 +21,10 @@ from xstilts_storage import child, is_uri, to_local, uri_of
 from tasks.record_schema import (PARAM_INTERMEDIATE_LANGUAGES, PARAM_INTERMEDIATE_NUM_LANGUAGES,
                                  PARAM_INTERMEDIATE_SAMPLING, PARAM_INTERMEDIATE_SOURCES,
                                  PARAM_INTERMEDIATE_TEMPERATURE, PARAM_INTERMEDIATE_WEIGHTS, PARAM_TARGET_TRAIN)
-from tasks.record_schema import (FINAL_ALL_LANGUAGES, FINAL_DEV_PREFIX, FINAL_EN_DEV, FINAL_ZERO_SHOT, TAG_CHECKPOINT,
-                                 TAG_ERROR, TAG_INTERMEDIATE, TAG_STOPPED_EARLY, TAG_SELECTION_METRIC, TAG_STUDY, TAG_TARGET)
+from tasks.record_schema import (EPOCH_EN_DEV, FINAL_ALL_LANGUAGES, FINAL_EN_DEV, FINAL_PREFIX, INTERMEDIATE_PREFIX,
+                                 TAG_CHECKPOINT, TAG_ERROR, TAG_INTERMEDIATE, TAG_STOPPED_EARLY, TAG_SELECTION_METRIC,
+                                 TAG_STUDY, TAG_TARGET, TARGET_EPOCH, final_dev, summarize_final)
+from trainables.ray_compat import tune_stop_event
 from trainables.tracking import TrialRun
 from trainables.train_loop import ENCODER_DIR, train_phase
 
@@ -80,20 +81,6 @@ def target_sources(trial: TrialConfig, target) -> tuple[str, ...] | None:
     return tuple(source_name(target.name, l) for l in languages)
 
 
-def _tune_stop_event() -> threading.Event | None:
-    """The stop event of this trial's Tune session, which Tune sets when it stops the trial (a
-    scheduler's early stop). Taken when the trial starts: stopping also drops the session, before
-    the trial's actor (and the Ray Train controller it owns) is torn down. No public API exposes
-    it; None when it cannot be found."""
-    try:
-        from ray.train._internal.session import get_session
-
-        event = getattr(get_session(), "stop_event", None)
-        return event if isinstance(event, threading.Event) else None
-    except Exception:  # noqa: BLE001 - a Ray internal: never let it break the trial
-        return None
-
-
 def _fit(phase: PhaseConfig, trial: TrialConfig, name: str, report_to_tune: bool):
     import ray.train
     from ray.train.torch import TorchTrainer
@@ -115,11 +102,41 @@ def _fit(phase: PhaseConfig, trial: TrialConfig, name: str, report_to_tune: bool
             name=name,
             storage_path=child(trial.storage_path, trial.study_name, "train_runs"),
             failure_config=ray.train.FailureConfig(max_failures=resources.max_failures),
+            # One checkpoint per run: the last epoch's, which is also the best (the last epoch
+            # saves the best epoch's weights) and what a restart resumes from.
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
             callbacks=callbacks,
         ),
     )
-    return trainer.fit()
+    result = trainer.fit()
+    if result.error is None and result.checkpoint is not None:
+        drop_orphan_checkpoints(uri_of(result.checkpoint.filesystem, result.checkpoint.path))
+    return result
+
+
+def drop_orphan_checkpoints(kept_path: str) -> list[str]:
+    """Remove the run's checkpoint folders other than `kept_path`; return their names.
+
+    A worker killed after uploading a checkpoint but before Ray Train's controller registered it
+    leaves a folder no checkpoint manager knows of (num_to_keep never deletes it), as does a run
+    whose retry started without its snapshot: bounded disk means removing them once the run has
+    completed with its own checkpoint.
+    """
+    from xstilts_storage import Location
+
+    run_path, _, kept = kept_path.rstrip("/").rpartition("/")
+    if not run_path or not kept.startswith("checkpoint_"):
+        return []
+    run_folder = Location(run_path)
+    dropped = []
+    import re
+
+    for name in run_folder.children():
+        # Ray Train names them checkpoint_<timestamp>; its checkpoint_manager_snapshot.json stays.
+        if re.fullmatch(r"checkpoint_\d{4}-\d{2}-\d{2}_[\d.-]+", name) and name != kept:
+            run_folder.child(name).delete()
+            dropped.append(name)
+    return dropped
 
 
 def _data_dir_fingerprint(data_dir: str | None) -> str | None:
@@ -228,7 +245,7 @@ def intermediate_encoder(trial: TrialConfig, trial_id: str, run: TrialRun) -> st
     run.set_tags(tags)
     run.log_metrics({"phase_cache_hit": float(hit)})
     if hit:  # the phase-2 numbers of the trial that trained it, so every trial shows them
-        run.log_metrics({k: v for k, v in manifest["metadata"]["metrics"].items() if k.startswith("intermediate/")})
+        run.log_metrics({k: v for k, v in manifest["metadata"]["metrics"].items() if k.startswith(INTERMEDIATE_PREFIX)})
     return cache.entry_ref(key)
 
 
@@ -273,15 +290,11 @@ def retrieval_target(trial: TrialConfig, target, encoder: str, run: TrialRun) ->
     for language, values in scores.items():
         for name, value in values.items():
             if math.isfinite(value):  # a BUCC threshold is +inf when there was nothing to mine
-                final[f"{FINAL_DEV_PREFIX}{language}/{name}"] = value
+                final[final_dev(language, name)] = value
     # Over the languages that were scored (those with local data; tasks.retrieval.evaluate_retrieval).
-    per_language = [values[target.metric] for values in scores.values()]
-    final[FINAL_ALL_LANGUAGES] = sum(per_language) / len(per_language)
-    zero_shot = [values[target.metric] for l, values in scores.items() if l != target.train_language]
-    if zero_shot:
-        final[FINAL_ZERO_SHOT] = sum(zero_shot) / len(zero_shot)
-    final[FINAL_EN_DEV] = final[FINAL_ALL_LANGUAGES]
-    run.log_metrics({"en_dev_score": final[FINAL_EN_DEV]}, step=1)
+    final.update(summarize_final({l: values[target.metric] for l, values in scores.items()}, target.train_language))
+    final[FINAL_EN_DEV] = final[FINAL_ALL_LANGUAGES]  # no English dev: the mean selects (docstring)
+    run.log_metrics({EPOCH_EN_DEV: final[FINAL_EN_DEV]}, step=1)
     run.log_metrics(final, step=1)
     run.set_tags({TAG_CHECKPOINT: encoder, TAG_RETRIEVAL_SELECTION: RETRIEVAL_SELECTION})
     run.finish("FINISHED")
@@ -293,7 +306,7 @@ def run_trial(config: dict) -> None:
     import ray.tune
 
     trial = TrialConfig.from_tune_config(config)
-    stop_event = _tune_stop_event()
+    stop_event = tune_stop_event()
     context = ray.tune.get_context()
     trial_id = context.get_trial_id()
     target = get_task(trial.target_task)
@@ -316,8 +329,8 @@ def run_trial(config: dict) -> None:
             # One report, the run already finished (nothing is left to lose if Tune stops the
             # trial here). It counts as the last target epoch: retrieval has no epochs to prune
             # between, and an earlier epoch would read as "stopped early by the scheduler".
-            ray.tune.report({**final, "target_epoch": trial.training.target_epochs,
-                             "en_dev_score": final[FINAL_EN_DEV]})
+            ray.tune.report({**final, TARGET_EPOCH: trial.training.target_epochs,
+                             EPOCH_EN_DEV: final[FINAL_EN_DEV]})
             return
         phase = PhaseConfig(
             phase="target", task=trial.target_task, init_path=encoder, tokenizer_path=trial.model_path,
@@ -329,7 +342,7 @@ def run_trial(config: dict) -> None:
         result = _fit(phase, trial, f"{trial_id}-target", report_to_tune=True)
         if result.error:
             raise result.error
-        final = {k: v for k, v in result.metrics.items() if k.startswith("final/")}
+        final = {k: v for k, v in result.metrics.items() if k.startswith(FINAL_PREFIX)}
         run.log_metrics(final, step=trial.training.target_epochs)
         run.set_tags({TAG_CHECKPOINT: uri_of(result.checkpoint.filesystem, result.checkpoint.path)})
         # The last result again, from the trial itself: when a resumed study restarts this trial

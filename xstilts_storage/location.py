@@ -388,9 +388,13 @@ def probe(ref: str) -> None:
         if fs.get_file_info(bucket).type == pafs.FileType.NotFound:
             raise StorageError(f"bucket {bucket!r} of {ref!r} does not exist{where}",
                                f"create it (e.g. `aws s3 mb s3://{bucket}`) or fix the bucket name")
+        existed = fs.get_file_info(path).type != pafs.FileType.NotFound
         marker = location.child(f".xstilts-probe-{uuid.uuid4().hex[:12]}")
         marker.write_bytes(b"probe")
         marker.delete()
+        if not existed and not location.children():
+            # pyarrow keeps an emptied "folder" as a marker object: a refused study leaves nothing.
+            fs.delete_dir(path)
     except StorageError:
         raise
     except Exception as error:  # noqa: BLE001 - any failure here means the study cannot use it
