@@ -25,7 +25,6 @@ import shlex
 import shutil
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 from unittest import mock
 
@@ -275,8 +274,8 @@ def test_head_offers_the_trial_driver_resource(cfg):
 
 
 def _torch_pin() -> str:
-    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
-    [pin] = [d for d in pyproject["project"]["dependencies"] if re.match(r"torch\s*==", d)]
+    """The exact torch CI tests with (constraints.txt; pyproject.toml holds a range)."""
+    [pin] = [line.strip() for line in (REPO / "constraints.txt").read_text().splitlines() if re.match(r"torch\s*==", line)]
     return pin.replace(" ", "")
 
 
@@ -288,6 +287,7 @@ def test_setup_installs_xstilts_with_pinned_torch(cfg, kind):
     for command in installs:
         assert f'"{pin}"' in command or f" {pin} " in command, (pin, command)
         assert "--reinstall-package xstilts" in command  # same version string, new code
+        assert f"-c {SRC_ON_NODES}/constraints.txt" in command  # the versions CI tested
     # Any other torch install on the node uses the same pin.
     for command in cfg[kind]:
         for spec in re.findall(r"torch[=<>~!]=?[^\s\"']*", command):
