@@ -58,6 +58,19 @@ def _parser() -> argparse.ArgumentParser:
         if action.option_strings and action.dest != "help":
             validate._add_action(action)
 
+    from study import cache_admin, plan as plan_module  # both keep their heavy imports inside main()
+
+    plan = sub.add_parser("plan", help="print what a study would run (trials, phase-2 trainings, cache hits, cost) without running it",
+                          description=plan_module.DESCRIPTION)
+    for action in run._actions:
+        if action.option_strings and action.dest != "help":
+            plan._add_action(action)
+    plan_module.add_arguments(plan)
+
+    cache = sub.add_parser("cache", help="list or prune the phase and feature caches of a storage path",
+                           description=cache_admin.DESCRIPTION)
+    cache_admin.add_arguments(cache)
+
     resume = sub.add_parser("resume", help="continue an interrupted study (e.g. after its driver was killed)",
                             description="Continue study NAME with the config it was started with (stored on its "
                                         "MLflow parent run): finished trials are kept, unfinished ones run again "
@@ -532,7 +545,15 @@ def _tracking_store_exists(uri: str) -> bool:
     return True
 
 
-COMMANDS = {"run": cmd_run, "validate": cmd_validate, "resume": cmd_resume, "analyze": cmd_analyze, "export": cmd_export, "report": cmd_report, "evaluate": cmd_evaluate}
+COMMANDS = {"run": cmd_run, "validate": cmd_validate, "resume": cmd_resume, "analyze": cmd_analyze, "export": cmd_export, "report": cmd_report, "evaluate": cmd_evaluate,
+            "plan": lambda args: _delegate("plan", args), "cache": lambda args: _delegate("cache", args)}
+
+
+def _delegate(command: str, args) -> int:
+    """`plan` and `cache` live in their own modules (study.plan, study.cache_admin)."""
+    from study import cache_admin, plan
+
+    return (plan.main if command == "plan" else cache_admin.main)(args)
 
 
 def main(argv: list[str] | None = None) -> int:

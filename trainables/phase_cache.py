@@ -34,6 +34,7 @@ import os
 import shutil
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -220,6 +221,68 @@ class PhaseCache:
                         raise RuntimeError(f"phase cache {self.location}: the builder of {key} returned without calling store()")
                     return stored[-1], False
             time.sleep(poll_seconds)
+
+
+# --- in-use markers: what `xstilts cache prune` never deletes ------------------------------------
+
+IN_USE = ".in_use"  # <root>/.in_use/<key>/<holder>.json: who uses an entry, and when it last did
+IN_USE_TTL_S = 300.0  # a marker not refreshed for this long belongs to a trial that died
+
+
+def _marker(cache: "PhaseCache", key: str, holder: str) -> Location:
+    return cache.location.child(IN_USE, key, f"{holder}.json")
+
+
+def _write_marker(marker: Location, holder: str, active: bool) -> None:
+    marker.write_bytes(json.dumps({"holder": holder, "active": active, "time": time.time()}).encode())
+
+
+@contextmanager
+def in_use(cache: "PhaseCache", key: str, holder: str, refresh_s: float = IN_USE_TTL_S / 4):
+    """While the block runs, mark the entry of `key` as used by `holder` (a trial id): its marker
+    is rewritten every `refresh_s` seconds, and left behind as inactive when the block ends (the
+    entry's last use, what `cache prune --older-than` reads). A marker is a small file (local) or
+    object (object store) beside the entries, so it works wherever the cache does."""
+    import threading
+
+    marker = _marker(cache, key, holder)
+    _write_marker(marker, holder, True)
+    stop = threading.Event()
+
+    def refresh() -> None:
+        while not stop.wait(refresh_s):
+            try:
+                _write_marker(marker, holder, True)
+            except Exception:  # noqa: BLE001 - a missed refresh only shortens the protection
+                pass
+
+    thread = threading.Thread(target=refresh, name=f"in-use-{key}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        try:
+            _write_marker(marker, holder, False)
+        except Exception:  # noqa: BLE001 - bookkeeping must not fail the trial
+            pass
+
+
+def usage(cache: "PhaseCache", key: str, now: float | None = None) -> tuple[list[str], float | None]:
+    """(holders using the entry now, the time it was last used or None)."""
+    now = time.time() if now is None else now
+    folder = cache.location.child(IN_USE, key)
+    holders, last = [], None
+    for name, (_, mtime) in folder.file_times().items():
+        last = mtime if last is None else max(last, mtime)
+        try:
+            active = json.loads(folder.child(name).read_bytes()).get("active", False)
+        except (OSError, ValueError, FileNotFoundError):
+            active = False
+        if active and now - mtime < IN_USE_TTL_S:
+            holders.append(name[: -len(".json")])
+    return holders, last
 
 
 class _FileLease:

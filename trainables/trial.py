@@ -7,6 +7,7 @@ so the scheduler (ASHA) can stop the trial early.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import time
@@ -16,7 +17,7 @@ from pathlib import Path
 from tasks import NONE, get_task
 from tasks.mixture import parse_source, source_name
 from trainables.config import PER_TASK_CAPS, PhaseConfig, TrialConfig
-from trainables.phase_cache import PhaseCache, cache_key
+from trainables.phase_cache import PhaseCache, cache_key, in_use
 from xstilts_storage import child, is_uri, to_local, uri_of
 from tasks.record_schema import (PARAM_INTERMEDIATE_LANGUAGES, PARAM_INTERMEDIATE_NUM_LANGUAGES,
                                  PARAM_INTERMEDIATE_SAMPLING, PARAM_INTERMEDIATE_SOURCES,
@@ -235,7 +236,7 @@ def intermediate_encoder(trial: TrialConfig, trial_id: str, run: TrialRun) -> st
         with result.checkpoint.as_directory() as directory:
             summary = {k: v for k, v in result.metrics.items() if isinstance(v, (int, float))}
             return store(Path(directory) / ENCODER_DIR,
-                         {"trained_by_trial": trial_id, "seconds": time.time() - started,
+                         {"trained_by_trial": trial_id, "study_name": trial.study_name, "seconds": time.time() - started,
                           "metrics": summary, "fields": fields})
 
     manifest, hit = cache.get_or_build(key, build)
@@ -319,11 +320,16 @@ def run_trial(config: dict) -> None:
     if run.finished_metrics is not None:  # already done before a driver crash: report, don't re-run
         ray.tune.report(run.finished_metrics)
         return
+    holding = contextlib.ExitStack()  # the phase-cache entry this trial reads, marked in use
     try:
         run.log_params(trial_params(trial))
         encoder = trial.model_path
         if trial.intermediate_task != NONE:
             encoder = intermediate_encoder(trial, trial_id, run)
+            # Until the trial ends (a restarted phase-3 worker reads the encoder again), so that
+            # `xstilts cache prune` leaves the entry alone.
+            key = encoder.rstrip("/").rsplit("/", 1)[-1]
+            holding.enter_context(in_use(PhaseCache(trial.phase_cache_dir), key, trial_id))
         if target.kind == "retrieval":
             final = retrieval_target(trial, target, encoder, run)
             # One report, the run already finished (nothing is left to lose if Tune stops the
@@ -370,3 +376,5 @@ def run_trial(config: dict) -> None:
             run.finish("FAILED")
         finally:
             raise
+    finally:
+        holding.close()  # the entry's marker says "last used now", no longer in use

@@ -200,6 +200,17 @@ class Location:
         return {info.path[len(prefix):]: info.size for info in infos
                 if info.type == pafs.FileType.File and info.path.startswith(prefix)}
 
+    def file_times(self) -> dict[str, tuple[int, float]]:
+        """{relative path: (size, modification time as a Unix timestamp)} of every file below."""
+        fs, path = self._fs()
+        try:
+            infos = fs.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True))
+        except FileNotFoundError:
+            return {}
+        prefix = path.rstrip("/") + "/"
+        return {info.path[len(prefix):]: (info.size, info.mtime.timestamp() if info.mtime else 0.0) for info in infos
+                if info.type == pafs.FileType.File and info.path.startswith(prefix)}
+
     def children(self) -> list[str]:
         """Names directly below this folder."""
         fs, path = self._fs()
