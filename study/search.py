@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from study.config import ParamSpec, StudyConfig
 from tasks import NONE, get_task
-from tasks.record_schema import EPOCH_EN_DEV, TARGET_EPOCH
+from tasks.record_schema import EPOCH_EN_DEV, FINAL_EN_DEV, TARGET_EPOCH
 
 SELECTION_METRIC = EPOCH_EN_DEV  # reported by phase 3 every epoch: the English dev metric
 TIME_ATTR = TARGET_EPOCH  # our own epoch counter: training_iteration restarts after a Train retry
@@ -60,7 +60,8 @@ _SEARCH_CLASS = None
 
 
 def _optuna_search_class():
-    """OptunaSearch that lets a trial it already closed as failed come back quietly.
+    """OptunaSearch that records early-stopped trials as pruned, and lets a trial it already
+    closed as failed come back quietly.
 
     `xstilts resume` retries errored trials under their trial ids (study.runner): OptunaSearch
     then gets results of a trial its Optuna study already holds as FAIL, and would warn on every
@@ -76,7 +77,34 @@ def _optuna_search_class():
             def on_trial_result(self, trial_id: str, result: dict):
                 if trial_id in self._completed_trials:
                     return
-                super().on_trial_result(trial_id, result)
+                import optuna
+
+                try:
+                    super().on_trial_result(trial_id, result)
+                except optuna.exceptions.UpdateFinishedTrialError:
+                    # The Optuna study (kept in its storage) is ahead of Tune's snapshot of this
+                    # searcher: the trial finished after the snapshot and before the driver died,
+                    # and a resumed study runs it again. Optuna already has its outcome.
+                    self._completed_trials.add(trial_id)
+
+            def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
+                # A trial the scheduler stopped early ends without its final metrics. OptunaSearch
+                # would tell its last (early-epoch) score as COMPLETE, the same as a score after
+                # every epoch; told PRUNED, Optuna keeps that score as the trial's value and TPE
+                # ranks it below trials that ran to the end (Optuna's own pruners do the same).
+                stopped = (not error and result is not None and FINAL_EN_DEV not in result
+                           and trial_id in self._ot_trials and trial_id not in self._completed_trials)
+                if not stopped:
+                    return super().on_trial_complete(trial_id, result, error)
+                import optuna
+
+                try:
+                    self._ot_study.tell(self._ot_trials[trial_id], state=optuna.trial.TrialState.PRUNED)
+                except Exception as exc:  # noqa: BLE001 - as OptunaSearch: a rejected tell is not fatal
+                    import logging
+
+                    logging.getLogger(__name__).warning("Optuna refused the pruned trial %s: %s", trial_id, exc)
+                self._completed_trials.add(trial_id)
 
         RetryTolerantOptunaSearch.__module__, RetryTolerantOptunaSearch.__qualname__ = __name__, "RetryTolerantOptunaSearch"
         globals()["RetryTolerantOptunaSearch"] = _SEARCH_CLASS = RetryTolerantOptunaSearch

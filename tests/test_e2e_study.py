@@ -186,3 +186,8 @@ def test_each_target_has_an_optuna_study_users_can_open(study):
         for trial in loaded.trials:
             assert trial.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
             assert trial.value is not None and 0 <= trial.value <= 100
+        # Trials ASHA stopped (KILLED runs) are pruned in Optuna, with their last score as value;
+        # those that ran every epoch are complete.
+        pruned = [t for t in loaded.trials if t.state == optuna.trial.TrialState.PRUNED]
+        assert len(pruned) == sum(1 for c in trials if c.info.status == "KILLED")
+        assert all(t.intermediate_values and t.value == t.intermediate_values[t.last_step] for t in pruned)
