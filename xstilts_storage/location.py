@@ -191,14 +191,7 @@ class Location:
 
     def files(self) -> dict[str, int]:
         """{relative path: size} of every file below this folder ({} when there is none)."""
-        fs, path = self._fs()
-        try:
-            infos = fs.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True))
-        except FileNotFoundError:
-            return {}
-        prefix = path.rstrip("/") + "/"
-        return {info.path[len(prefix):]: info.size for info in infos
-                if info.type == pafs.FileType.File and info.path.startswith(prefix)}
+        return {name: size for name, (size, _) in self.file_times().items()}
 
     def file_times(self) -> dict[str, tuple[int, float]]:
         """{relative path: (size, modification time as a Unix timestamp)} of every file below."""
