@@ -8,8 +8,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from analysis.select import Selection
-from xstilts_storage import StorageError, to_local
+from xstilts.analysis.select import Selection
+from xstilts.storage import StorageError, to_local
 
 # What a trial checkpoint holds besides the HF model and tokenizer (resume state, not for users).
 _NOT_EXPORTED = {"train_state.pt"}
@@ -76,8 +76,8 @@ def verify_export(out_dir: str | os.PathLike) -> float:
     import transformers
     from transformers import AutoTokenizer
 
-    from tasks import DataOptions, get_task
-    from tasks.modeling import evaluate, head_class
+    from xstilts.tasks import DataOptions, get_task
+    from xstilts.tasks.modeling import evaluate, head_class
 
     transformers.logging.set_verbosity_error()
     info = json.loads((Path(out_dir) / "xstilts_selection.json").read_text())

@@ -10,7 +10,7 @@ import io
 import math
 from typing import Sequence
 
-from analysis.tables import NONE, StudySummary, TrialPoint, xtreme_style_scores
+from xstilts.analysis.tables import NONE, StudySummary, TrialPoint, xtreme_style_scores
 
 DPI = 110
 
@@ -209,12 +209,12 @@ def study_comparison(summaries: Sequence[StudySummary]) -> bytes | None:
 
 
 # ------------------------------------------------------------------------------------------------
-# Research questions (analysis.questions)
+# Research questions (xstilts.analysis.questions)
 # ------------------------------------------------------------------------------------------------
 
 def returns_curve(curves) -> bytes | None:
     """Score against the number of languages in the intermediate data, one panel per curve
-    (`analysis.questions.ReturnsCurve`): the measured points, `none` at n = 0 (dashed), the
+    (`xstilts.analysis.questions.ReturnsCurve`): the measured points, `none` at n = 0 (dashed), the
     fitted a + b ln(n) and a dotted line at the first n whose fitted gain per added language is
     below the threshold."""
     curves = [c for c in curves if c.points and c.fit is not None]
@@ -251,7 +251,7 @@ def returns_curve(curves) -> bytes | None:
 
 def family_bars(result, grouping: str = "family") -> bytes | None:
     """Mean gain over the zero-shot baseline per language family (or distance bucket), one bar
-    per arm (`analysis.questions.FamilyGains`)."""
+    per arm (`xstilts.analysis.questions.FamilyGains`)."""
     rows = [r for r in result.rows if r.grouping == grouping]
     if not rows or not result.arms:
         return None

@@ -2,7 +2,7 @@
 `StudySummary` only: no second pass over the records, no second metric implementation (scores
 are the logged per-language dev scores and all-language means of the English-dev-selected
 trials; the aggregate over targets is `tables.xtreme_style_scores`, i.e.
-`tasks.xtreme_eval.xtreme_aggregate`).
+`xstilts.tasks.xtreme_eval.xtreme_aggregate`).
 
 An *arm* is one row of the study's tables: an intermediate choice (a task, `task@lang` or a
 named mixture) together with how phase 3 trained (`target_train`: `english`, zero-shot, or
@@ -30,14 +30,14 @@ from typing import Any
 
 import numpy as np
 
-from analysis.records import TrialRecord
-from analysis.tables import (ENGLISH, TRANSLATE_TRAIN, Cell, StudySummary, Table, _num, _signed,
+from xstilts.analysis.records import TrialRecord
+from xstilts.analysis.tables import (ENGLISH, TRANSLATE_TRAIN, Cell, StudySummary, Table, _num, _signed,
                              xtreme_style_scores)
-from tasks import NONE, UnknownTaskError, get_task
-from tasks.languages import distance_rank, language_info
+from xstilts.tasks import NONE, UnknownTaskError, get_task
+from xstilts.tasks.languages import distance_rank, language_info
 # MLflow params of a trial that say what it trained on (written by the trainables; named once,
-# in tasks.record_schema).
-from tasks.record_schema import (FINAL_ALL_LANGUAGES, FINAL_ZERO_SHOT, PARAM_TARGET_TRAIN,
+# in xstilts.tasks.record_schema).
+from xstilts.tasks.record_schema import (FINAL_ALL_LANGUAGES, FINAL_ZERO_SHOT, PARAM_TARGET_TRAIN,
                                  PARAM_INTERMEDIATE_LANGUAGES as PARAM_LANGUAGES,
                                  PARAM_INTERMEDIATE_NUM_LANGUAGES as PARAM_NUM_LANGUAGES,
                                  PARAM_INTERMEDIATE_SAMPLING as PARAM_SAMPLING,
@@ -395,7 +395,7 @@ def returns_table(curve: ReturnsCurve) -> Table:
     fit = curve.fit
     notes = [
         f"Score: the all-language dev mean ({curve.metric}) of each arm's English-dev-selected trial"
-        + (" (XTREME-style: tasks.xtreme_eval's aggregation over the targets)" if curve.target == ALL_TARGETS else "")
+        + (" (XTREME-style: xstilts.tasks.xtreme_eval's aggregation over the targets)" if curve.target == ALL_TARGETS else "")
         + "; n = intermediate_num_languages (distinct languages of the intermediate data, English included); "
           "arms with the same n are averaged. Observed gain per added language: to the next measured n.",
         f"Least-squares fit over the points: score = {fit.text()}"

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from tasks.record_schema import (EPOCH_EN_DEV, FINAL_DEV_PREFIX, FINAL_EN_DEV, TAG_CHECKPOINT, TAG_INTERMEDIATE, TAG_KIND,
+from xstilts.tasks.record_schema import (EPOCH_EN_DEV, FINAL_DEV_PREFIX, FINAL_EN_DEV, TAG_CHECKPOINT, TAG_INTERMEDIATE, TAG_KIND,
                                  TAG_PARENT, TAG_SELECTION_METRIC, TAG_STUDY, TAG_TARGET, TAG_TRIAL_ID)
 
 
@@ -19,7 +19,7 @@ class StudyNotFound(LookupError):
     pass
 
 
-# EPOCH_EN_DEV (tasks.record_schema), the per-epoch English dev selection metric, is the only
+# EPOCH_EN_DEV (xstilts.tasks.record_schema), the per-epoch English dev selection metric, is the only
 # score a trial stopped early by the scheduler has (its last value is what search_runs returns).
 
 

@@ -1,7 +1,7 @@
 """The MLflow model registry side of `xstilts export`.
 
 `register_export` logs an exported folder (the `save_pretrained` model + tokenizer +
-xstilts_selection.json written by `analysis.export.export_selection`) as an artifact of the
+xstilts_selection.json written by `xstilts.analysis.export.export_selection`) as an artifact of the
 winning trial's run, under `xstilts_model/`, registers `runs:/<run_id>/xstilts_model` as a new
 version of a registered model (default: named like the MLflow experiment, `xstilts`), and points
 the target's alias at it: `<target>-best` for the English-dev selection, `<target>-best-oracle`
@@ -22,8 +22,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from analysis.select import Selection
-from tasks.record_schema import FINAL_ALL_LANGUAGES, FINAL_EN_DEV, FINAL_ZERO_SHOT
+from xstilts.analysis.select import Selection
+from xstilts.tasks.record_schema import FINAL_ALL_LANGUAGES, FINAL_EN_DEV, FINAL_ZERO_SHOT
 
 MODEL_ARTIFACT_PATH = "xstilts_model"
 SELECTION_FILE = "xstilts_selection.json"

@@ -2,7 +2,7 @@
 base64 data URIs: open it anywhere, mail it, attach it) and as Markdown with the PNG files beside
 it; both logged to the study's parent MLflow run under `report/`.
 
-Built from MLflow records only (`analysis.tables.summarize` over `analysis.records.iter_trials`).
+Built from MLflow records only (`xstilts.analysis.tables.summarize` over `xstilts.analysis.records.iter_trials`).
 """
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from analysis import plots, questions
-from analysis.run_stats import retrieval_layer_table, run_json, run_table
-from analysis.records import StudyRecord
-from analysis.tables import (NONE, StudySummary, Table, comparison_tables, language_gain_table, language_table,
+from xstilts.analysis import plots, questions
+from xstilts.analysis.run_stats import retrieval_layer_table, run_json, run_table
+from xstilts.analysis.records import StudyRecord
+from xstilts.analysis.tables import (NONE, StudySummary, Table, comparison_tables, language_gain_table, language_table,
                              selection_rules_table, summary_json, english_dev_table, zero_shot_table)
 
 REPORT_ARTIFACT_DIR = "report"
@@ -82,7 +82,7 @@ def _figure(key: str, caption: str, png: bytes | None) -> list:
 
 
 def question_sections(summary: StudySummary, returns_threshold: float = questions.DEFAULT_RETURNS_THRESHOLD) -> list[Section]:
-    """The research-question sections (analysis.questions), each only when the study has what it
+    """The research-question sections (xstilts.analysis.questions), each only when the study has what it
     needs: both target_train values or several language families; two or more language counts in
     the intermediate data; English-only and non-English intermediate data; two or more types of
     intermediate task."""

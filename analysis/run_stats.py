@@ -1,7 +1,7 @@
 """How a study ran, from its MLflow records: wall time, trial times, the phase-2 cache, and the
 training throughput of each phase; and, for retrieval targets, which encoder layer won.
 
-`RunStats.add(trial)` is fed by `analysis.tables.summarize` in its one pass over the trials.
+`RunStats.add(trial)` is fed by `xstilts.analysis.tables.summarize` in its one pass over the trials.
 
 Where the numbers come from (per trial run, logged by `trainables`):
 - `phase_cache_hit` (1: the intermediate encoder came from the phase cache, 0: this trial
@@ -18,14 +18,14 @@ import statistics
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from tasks import UnknownTaskError, get_task
-from tasks.record_schema import FINAL_ALL_LANGUAGES
+from xstilts.tasks import UnknownTaskError, get_task
+from xstilts.tasks.record_schema import FINAL_ALL_LANGUAGES
 
 if TYPE_CHECKING:
-    from analysis.records import StudyRecord, TrialRecord
-    from analysis.tables import StudySummary, Table
+    from xstilts.analysis.records import StudyRecord, TrialRecord
+    from xstilts.analysis.tables import StudySummary, Table
 
-# The parent run's metrics (study.tracking.finish_study_run): the study's wall time, summed over its
+# The parent run's metrics (xstilts.study.tracking.finish_study_run): the study's wall time, summed over its
 # driver sessions (`xstilts run`, then each `xstilts resume`), and how many sessions there were.
 STUDY_WALL_SECONDS = "study_wall_seconds"
 STUDY_SESSIONS = "study_sessions"
@@ -129,7 +129,7 @@ def _duration(seconds: float | None) -> str:
 
 
 def run_table(stats: RunStats, study: "StudyRecord | None" = None) -> "Table":
-    from analysis.tables import Table
+    from xstilts.analysis.tables import Table
 
     wall = study.metrics.get(STUDY_WALL_SECONDS) if study is not None else None
     sessions = _sessions(study)
@@ -156,7 +156,7 @@ def run_table(stats: RunStats, study: "StudyRecord | None" = None) -> "Table":
 
 def retrieval_layer_table(summary: "StudySummary", stats: RunStats) -> "Table | None":
     """Retrieval targets: the score of each (intermediate, layer), and the layer of the selected trial."""
-    from analysis.tables import NONE, Table, _num, _signed
+    from xstilts.analysis.tables import NONE, Table, _num, _signed
 
     if not stats.retrieval:
         return None

@@ -4,8 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable
 
-from analysis.records import TrialRecord
-from tasks.record_schema import FINAL_ALL_LANGUAGES, FINAL_CHANCE_PREFIX, FINAL_EN_DEV
+from xstilts.analysis.records import TrialRecord
+from xstilts.tasks.record_schema import FINAL_ALL_LANGUAGES, FINAL_CHANCE_PREFIX, FINAL_EN_DEV
 
 RULES = {
     "en_dev": "English dev metric (the honest zero-shot choice)",

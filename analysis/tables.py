@@ -1,7 +1,7 @@
 """The tables that answer the research questions of a study, from its MLflow records only.
 
 `summarize(trials)` reads a study's trial records once (an iterator: pass
-`analysis.records.iter_trials(study)`, which streams MLflow's paginated search) and keeps only
+`xstilts.analysis.records.iter_trials(study)`, which streams MLflow's paginated search) and keeps only
 what the tables and plots need: per (intermediate task, target task) cell the selection-metric
 values of its completed trials, the cell's best trial under each selection rule, and one light
 point per trial. The table functions then read that `StudySummary`:
@@ -19,7 +19,7 @@ point per trial. The table functions then read that `StudySummary`:
   labelled as an oracle, on the all-language dev mean, and how often the two differ.
 - `comparison_tables`: two or more studies side by side.
 
-The XTREME-style score is `tasks.xtreme_eval.xtreme_aggregate` (the one XTREME aggregation of
+The XTREME-style score is `xstilts.tasks.xtreme_eval.xtreme_aggregate` (the one XTREME aggregation of
 the project) applied to {target: per-language score of the English-dev-selected trial}: the mean
 over the targets *present* of each target's mean over its languages. It is XTREME's
 aggregation over the targets a study has, on each target's selection metric, not a published
@@ -32,12 +32,12 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
-from analysis.records import TrialRecord
-from analysis.run_stats import RunStats
-from analysis.select import BestTracker, Selection
-from tasks import NONE, UnknownTaskError, get_task
-from tasks.record_schema import FINAL_ALL_LANGUAGES, FINAL_CHANCE_PREFIX, FINAL_ZERO_SHOT
-from tasks.xtreme_eval import xtreme_aggregate
+from xstilts.analysis.records import TrialRecord
+from xstilts.analysis.run_stats import RunStats
+from xstilts.analysis.select import BestTracker, Selection
+from xstilts.tasks import NONE, UnknownTaskError, get_task
+from xstilts.tasks.record_schema import FINAL_ALL_LANGUAGES, FINAL_CHANCE_PREFIX, FINAL_ZERO_SHOT
+from xstilts.tasks.xtreme_eval import xtreme_aggregate
 
 HONEST, ORACLE = "en_dev", "oracle_all_languages"
 # How phase 3 trained (the trial param `target_train`): zero-shot from English, or on the training
@@ -45,7 +45,7 @@ HONEST, ORACLE = "en_dev", "oracle_all_languages"
 # intermediate task gives two rows ("arms"), the second labelled `<intermediate> [translate_train]`.
 ENGLISH, TRANSLATE_TRAIN = "english", "translate_train"
 XTREME_STYLE_NOTE = (
-    "XTREME-style score: tasks.xtreme_eval's XTREME aggregation over the targets present in the "
+    "XTREME-style score: xstilts.tasks.xtreme_eval's XTREME aggregation over the targets present in the "
     "study (the mean over targets of each target's mean over its languages, on its selection "
     "metric, for each intermediate task's English-dev-selected trial); not a published XTREME score."
 )

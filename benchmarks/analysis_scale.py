@@ -2,12 +2,12 @@
 
 Builds MLflow sqlite stores holding one study of 1,000 and one of 10,000 trial runs, then times
 the real `xstilts analyze --study S --json` command (a fresh process, imports included) and, in
-process, the analysis functions it calls (`analysis.records.find_study` + `iter_trials` +
-`analysis.select.best_per_target`).
+process, the analysis functions it calls (`xstilts.analysis.records.find_study` + `iter_trials` +
+`xstilts.analysis.select.best_per_target`).
 
 Building 10k runs through the MLflow client costs ~0.1 s a run here (create_run + log_batch +
 set_terminated: ~20 min), so one trial run is written the way a trial writes it
-(`trainables.tracking.TrialRun`: tags, params, per-epoch metrics, final per-language metrics)
+(`xstilts.trainables.tracking.TrialRun`: tags, params, per-epoch metrics, final per-language metrics)
 and then cloned in bulk, row by row in MLflow's own tables (runs, tags, params, metrics,
 latest_metrics), with a new run id, trial id, target/intermediate task and scores per clone.
 The stores are kept (default /tmp/xstilts-analysis-scale) and reused by the next run.
@@ -41,9 +41,9 @@ EPOCHS = 6
 
 def _template_run(uri: str) -> tuple[str, str]:
     """A study parent run and one trial run written through the project's own writers."""
-    from study.tracking import ensure_experiment, start_study_run
-    from tasks.record_schema import TAG_CHECKPOINT, TAG_INTERMEDIATE, TAG_SELECTION_METRIC, TAG_STUDY, TAG_TARGET
-    from trainables.tracking import TrialRun
+    from xstilts.study.tracking import ensure_experiment, start_study_run
+    from xstilts.tasks.record_schema import TAG_CHECKPOINT, TAG_INTERMEDIATE, TAG_SELECTION_METRIC, TAG_STUDY, TAG_TARGET
+    from xstilts.trainables.tracking import TrialRun
 
     experiment_id = ensure_experiment(uri, "xstilts", None)
     parent = start_study_run(uri, experiment_id, STUDY, {"num_samples_per_target": 0}, "name: analysis-scale\n")
@@ -147,7 +147,7 @@ def time_cli(uri: str) -> tuple[float, dict]:
     import json
 
     started = time.time()
-    result = subprocess.run([sys.executable, "-m", "study.cli", "analyze", "--study", STUDY, "--tracking-uri", uri,
+    result = subprocess.run([sys.executable, "-m", "xstilts.study.cli", "analyze", "--study", STUDY, "--tracking-uri", uri,
                              "--json"], cwd=REPO, capture_output=True, text=True, timeout=600)
     seconds = time.time() - started
     if result.returncode != 0:
@@ -156,8 +156,8 @@ def time_cli(uri: str) -> tuple[float, dict]:
 
 
 def time_in_process(uri: str) -> tuple[float, int]:
-    from analysis.records import find_study, iter_trials
-    from analysis.select import best_per_target
+    from xstilts.analysis.records import find_study, iter_trials
+    from xstilts.analysis.select import best_per_target
 
     started = time.time()
     trials = list(iter_trials(find_study(uri, "xstilts", STUDY)))

@@ -1,4 +1,4 @@
-"""Compare `xstilts evaluate` (tasks.xtreme_eval.score_folders) with XTREME's official `evaluate.py`.
+"""Compare `xstilts evaluate` (xstilts.tasks.xtreme_eval.score_folders) with XTREME's official `evaluate.py`.
 
 Usage:
     python benchmarks/compare_official_xtreme_eval.py /tmp/xtreme/evaluate.py [--data ../shared/data]
@@ -40,7 +40,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tasks.xtreme_eval import OFFICIAL_LANGUAGES, TASK_GROUPS, file_extension, score_folders  # noqa: E402
+from xstilts.tasks.xtreme_eval import OFFICIAL_LANGUAGES, TASK_GROUPS, file_extension, score_folders  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data"
 

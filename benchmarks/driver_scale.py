@@ -2,11 +2,11 @@
 it reports a made-up English dev score per epoch) through the study's own driver code path, on
 a multi-node Ray cluster simulated on this machine (`ray.cluster_utils.Cluster`).
 
-Real building blocks, not copies: the study config is parsed by `study.config.parse_config`, Ray
-is joined by `study.runner._start_ray(address)` (as `xstilts run --address`), each target's
-search is `study.runner.make_tuner` (OptunaSearch TPE over the conditional space with its
+Real building blocks, not copies: the study config is parsed by `xstilts.study.config.parse_config`, Ray
+is joined by `xstilts.study.runner._start_ray(address)` (as `xstilts run --address`), each target's
+search is `xstilts.study.runner.make_tuner` (OptunaSearch TPE over the conditional space with its
 ConcurrencyLimiter, ASHA, `tune.with_resources` on the TRAIN_DRIVER resource), and the
-`study.tracking.StudyProgress` callback looks each finished trial's MLflow run up in a sqlite
+`xstilts.study.tracking.StudyProgress` callback looks each finished trial's MLflow run up in a sqlite
 store, as in a study. Only the trainable is trivial.
 
 Printed: the driver's overhead per trial = CPU seconds the driver process (Tune's loop, Optuna,
@@ -40,7 +40,7 @@ sys.path.insert(0, str(REPO))
 def trivial_trial(config: dict) -> None:
     """A trial with no model: a deterministic score per epoch from its learning rates.
 
-    It imports nothing of the project (study.search would pull in torch and transformers, seconds
+    It imports nothing of the project (xstilts.study.search would pull in torch and transformers, seconds
     of start-up per trial process): the metric names come in its config."""
     import math
 
@@ -107,10 +107,10 @@ def main(argv=None) -> int:
     from ray import tune
     from ray.cluster_utils import Cluster
 
-    from study.config import DEFAULT_CONFIG, parse_config
-    from study.runner import TRIAL_DRIVER_RESOURCE, _start_ray, make_tuner
-    from study.search import SELECTION_METRIC, TIME_ATTR
-    from study.tracking import StudyProgress, ensure_experiment, start_study_run
+    from xstilts.study.config import DEFAULT_CONFIG, parse_config
+    from xstilts.study.runner import TRIAL_DRIVER_RESOURCE, _start_ray, make_tuner
+    from xstilts.study.search import SELECTION_METRIC, TIME_ATTR
+    from xstilts.study.tracking import StudyProgress, ensure_experiment, start_study_run
 
     raw = yaml.safe_load(DEFAULT_CONFIG.read_text())
     raw.update(name="driver-scale", num_samples=args.trials, max_concurrent_trials=args.concurrent,

@@ -4,7 +4,7 @@ fetch on a local S3 server (SeaweedFS) vs a local disk, and the autoscaler's sca
     python benchmarks/object_store.py                  # quick: 32 MB entry x 3 repeats, one scale-up
     python benchmarks/object_store.py --size-mb 512 --repeats 5 --scale-ups 3
 
-Phase cache (trainables.phase_cache.PhaseCache, the code trials run): the same entry (a folder
+Phase cache (xstilts.trainables.phase_cache.PhaseCache, the code trials run): the same entry (a folder
 of `--size-mb` MB of incompressible weights plus a config, the shape of a phase-2 encoder) is
   published  `store()`: checksums, then the files, then the manifest (S3: uploads; disk: a copy
              into a staging folder renamed into place)
@@ -14,7 +14,7 @@ of `--size-mb` MB of incompressible weights plus a config, the shape of a phase-
 medians and the S3/disk ratio. The S3 server and the disk are the same local SSD, so the ratio
 is the protocol's cost (HTTP, multipart, verification), not a network's.
 
-Scale-up (study.rehearsal.FakeAutoscalingCluster, Ray's fake multi-node autoscaler, 0 worker
+Scale-up (xstilts.study.rehearsal.FakeAutoscalingCluster, Ray's fake multi-node autoscaler, 0 worker
 nodes at the start): `xstilts run --address ...` of a 1-trial study (embedded default, target
 synthetic_xnli, no intermediate, storage on the S3 server) is submitted; measured from the
 submission to (a) the first worker node alive and (b) the first trial running (Tune's trial-start
@@ -55,8 +55,8 @@ def make_entry(folder: Path, size_mb: int) -> Path:
 
 def time_phase_cache(root: str, entry: Path, key: str, node_cache: Path) -> tuple[float, float]:
     """(publish seconds, fetch seconds) of one entry under `root` (a local folder or s3://...)."""
-    from trainables.leases import LeaseClient, LeaseTable
-    from trainables.phase_cache import PhaseCache
+    from xstilts.trainables.leases import LeaseClient, LeaseTable
+    from xstilts.trainables.phase_cache import PhaseCache
 
     cache = PhaseCache(root, leases=LeaseClient(LeaseTable()), on_event=lambda message: None)
     started = time.perf_counter()
@@ -89,7 +89,7 @@ def phase_cache_figures(s3, work: Path, args) -> dict:
 def study_config(storage: str, tracking_uri: str) -> dict:
     import yaml
 
-    from study.config import DEFAULT_CONFIG
+    from xstilts.study.config import DEFAULT_CONFIG
 
     raw = yaml.safe_load(DEFAULT_CONFIG.read_text())
     raw.update(name="scale-up", num_samples=1, max_concurrent_trials=1, target_tasks=["synthetic_xnli"],
@@ -103,7 +103,7 @@ def study_config(storage: str, tracking_uri: str) -> dict:
 
 def scale_up_once(s3, work: Path, index: int, args) -> dict:
     import yaml
-    from study.rehearsal import FakeAutoscalingCluster
+    from xstilts.study.rehearsal import FakeAutoscalingCluster
 
     folder = work / f"scale-up-{index}"
     folder.mkdir()
@@ -113,7 +113,7 @@ def scale_up_once(s3, work: Path, index: int, args) -> dict:
     with FakeAutoscalingCluster(max_workers=2, idle_timeout_minutes=args.idle_minutes, extra_env=env) as cluster:
         assert cluster.worker_node_count() == 0
         submitted = time.monotonic()
-        driver = subprocess.Popen([sys.executable, "-m", "study.cli", "run", "--config", "study.yaml", "--address",
+        driver = subprocess.Popen([sys.executable, "-m", "xstilts.study.cli", "run", "--config", "study.yaml", "--address",
                                    cluster.address, "--name", f"scale-up-{index}"], cwd=folder,
                                   stdout=open(folder / "out.log", "w"), stderr=subprocess.STDOUT,
                                   env={**env, **cluster.client_env})
@@ -144,8 +144,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-    from study.rehearsal import LocalS3Server
-    from trainables.embedded_model import publish_embedded_model
+    from xstilts.study.rehearsal import LocalS3Server
+    from xstilts.trainables.embedded_model import publish_embedded_model
 
     with tempfile.TemporaryDirectory(prefix="xstilts-object-store-bench-") as temporary:
         work = Path(temporary)

@@ -3,11 +3,11 @@
     python benchmarks/padding.py [--data ../shared/data] [--tokenizer PATH] [--batch-size 32]
                                  [--repeats 3] [--fraction 0.8]
 
-The trainables batch with `tasks.modeling.batches_by_length` (examples sorted by length, cut into
+The trainables batch with `xstilts.tasks.modeling.batches_by_length` (examples sorted by length, cut into
 batches) + `collate` (each batch padded to its own longest sequence); jiant pads every sequence
 to max_seq_len 256. Both are measured on real English training data read from ../shared/data:
 XNLI (`xnli/test-en.labeled.tsv`, the English training file of a clean zero-shot split) and
-PAN-X (`panx/train-en.tsv`), through the project's own loaders (tasks.xtreme_tasks).
+PAN-X (`panx/train-en.tsv`), through the project's own loaders (xstilts.tasks.xtreme_tasks).
 
 real-token fraction = non-pad tokens / all tokens of all batches (attention-mask sum / numel).
 Every method truncates at 256 tokens, so the real tokens are the same and only padding differs.
@@ -68,7 +68,7 @@ def xlmr_tokenizer(explicit: str | None):
 def embedded_tokenizer():
     from transformers import AutoTokenizer
 
-    from trainables.embedded_model import EmbeddedModelSpec, ensure_embedded_model
+    from xstilts.trainables.embedded_model import EmbeddedModelSpec, ensure_embedded_model
 
     folder = ensure_embedded_model(Path(tempfile.gettempdir()) / "xstilts-bench-models", EmbeddedModelSpec(mlm_steps=0),
                                    log=lambda *a: None)
@@ -77,14 +77,14 @@ def embedded_tokenizer():
 
 def load_examples(data: Path):
     """{task name: English training examples}, through the project's loaders."""
-    from tasks import DataOptions, get_task
+    from xstilts.tasks import DataOptions, get_task
 
     options = DataOptions(str(data))
     return {name: (get_task(name), get_task(name).load("train", "en", options)) for name in ("xnli", "panx")}
 
 
 def fractions(features, batch_size: int, rng: random.Random) -> dict[str, float]:
-    from tasks.modeling import batches_by_length, collate
+    from xstilts.tasks.modeling import batches_by_length, collate
 
     real = sum(len(f.input_ids) for f in features)
     padded = 0
@@ -104,10 +104,10 @@ def feature_cache_timings(examples: dict, tokenizer, repeats: int) -> None:
     """Side measurement: what the feature cache saves on these splits (encode vs a cached load)."""
     import shutil
 
-    from tasks.modeling import encode
-    from trainables.feature_cache import FeatureCache
+    from xstilts.tasks.modeling import encode
+    from xstilts.trainables.feature_cache import FeatureCache
 
-    print("\nfeature cache (trainables.feature_cache), same tokenizer, the task's max_length, median of "
+    print("\nfeature cache (xstilts.trainables.feature_cache), same tokenizer, the task's max_length, median of "
           f"{repeats}: encode vs load of the stored features")
     folder = Path(tempfile.mkdtemp(prefix="xstilts-feature-cache-bench-"))
     try:
@@ -156,7 +156,7 @@ def main(argv=None) -> int:
               "pass --data")
         print("figure: real-token fraction, length-grouped dynamic padding skipped")
         return 0
-    from tasks.modeling import encode
+    from xstilts.tasks.modeling import encode
 
     tokenizers = []
     xlmr, why = xlmr_tokenizer(args.tokenizer)

@@ -3,8 +3,8 @@
     python benchmarks/phase_cache.py [--repeats 3] [--num-samples 2] [--concurrent 2] [--keep DIR]
     python benchmarks/phase_cache.py --num-samples 4      # the full grid: 8 trials a study (~2.5 min each here)
 
-Each repeat runs a real study through the study code (study.config.parse_config ->
-study.runner.resolve -> run_study: local Ray, Tune + Optuna, Ray Train phases, MLflow sqlite),
+Each repeat runs a real study through the study code (xstilts.study.config.parse_config ->
+xstilts.study.runner.resolve -> run_study: local Ray, Tune + Optuna, Ray Train phases, MLflow sqlite),
 in a fresh storage folder (so a fresh phase cache), over
     2 target tasks (synthetic_xnli, synthetic_panx)
   x 2 target learning rates ({type: choice})
@@ -88,9 +88,9 @@ def main(argv=None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-    from study.config import parse_config
-    from study.runner import resolve, run_study
-    from trainables.embedded_model import ensure_embedded_model
+    from xstilts.study.config import parse_config
+    from xstilts.study.runner import resolve, run_study
+    from xstilts.trainables.embedded_model import ensure_embedded_model
 
     started = time.time()
     model = ensure_embedded_model(log=lambda line: print(f"  {line}"))

@@ -8,10 +8,10 @@ Model: the folder built by ../shared/tools/build_me5_small.py (default $XSTILTS_
 /work/models/me5-small): BertModel, 12 layers, hidden 384, XLM-R's 250k vocabulary.
 Data: XNLI's English training pairs of the shared samples (`xnli/test-en.labeled.tsv`, the
 clean zero-shot training split), the first `--examples` in file order, through the project's
-loader and `tasks.modeling.encode` (no segment ids: the XLM-R tokenizer makes none).
+loader and `xstilts.tasks.modeling.encode` (no segment ids: the XLM-R tokenizer makes none).
 
 For each thread count x max_length x (word embeddings trainable | frozen with
-`tasks.modeling.freeze_embeddings`): a fresh classification model, then `--warmup` + `--steps`
+`xstilts.tasks.modeling.freeze_embeddings`): a fresh classification model, then `--warmup` + `--steps`
 training steps exactly as the train loop runs them (length-grouped batches of `--batch-size` in
 shuffled order, `collate`, forward + backward, gradient clipping, AdamW over the trainable
 parameters with the train loop's weight-decay groups); the timed steps give training
@@ -68,8 +68,8 @@ def main() -> None:
     from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    from tasks import DataOptions, get_task
-    from tasks.modeling import batches_by_length, collate, encode, freeze_embeddings, load_model_for_task, predict
+    from xstilts.tasks import DataOptions, get_task
+    from xstilts.tasks.modeling import batches_by_length, collate, encode, freeze_embeddings, load_model_for_task, predict
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()

@@ -4,7 +4,7 @@
                                     [--hidden 256] [--batch-size 32]
 
 Both run the same work on the same model and the same batches:
-  trainable  `trainables.train_loop.train_phase` in a `TorchTrainer` (1 worker, 1 CPU) in a local
+  trainable  `xstilts.trainables.train_loop.train_phase` in a `TorchTrainer` (1 worker, 1 CPU) in a local
              Ray, phase "target" on synthetic_xnli: model load, encode, then per epoch train +
              English dev evaluation + checkpoint (what a study's phase 3 does; no MLflow, no
              feature cache, so both sides encode).
@@ -52,7 +52,7 @@ def build_model(folder: Path, layers: int, hidden: int) -> str:
     import torch
     from transformers import AutoTokenizer, XLMRobertaConfig, XLMRobertaForMaskedLM
 
-    from trainables.embedded_model import EmbeddedModelSpec, ensure_embedded_model
+    from xstilts.trainables.embedded_model import EmbeddedModelSpec, ensure_embedded_model
 
     embedded = ensure_embedded_model(folder / "embedded", EmbeddedModelSpec(mlm_steps=0), log=lambda *a: None)
     tokenizer = AutoTokenizer.from_pretrained(embedded)
@@ -67,7 +67,7 @@ def build_model(folder: Path, layers: int, hidden: int) -> str:
 
 
 def phase_config(model: str, args) -> dict:
-    from trainables.config import PhaseConfig, TrainingOptions
+    from xstilts.trainables.config import PhaseConfig, TrainingOptions
 
     return PhaseConfig(
         phase="target", task=TASK, init_path=model, tokenizer_path=model, learning_rate=1e-4, epochs=args.epochs,
@@ -81,10 +81,10 @@ def plain_run(config: dict) -> dict:
     import torch
     from transformers import AutoTokenizer, get_linear_schedule_with_warmup
 
-    from tasks import DataOptions, get_task
-    from tasks.modeling import collate, encode, load_model_for_task, predict, score
-    from trainables.config import PhaseConfig
-    from trainables.train_loop import _epoch_batches
+    from xstilts.tasks import DataOptions, get_task
+    from xstilts.tasks.modeling import collate, encode, load_model_for_task, predict, score
+    from xstilts.trainables.config import PhaseConfig
+    from xstilts.trainables.train_loop import _epoch_batches
 
     started = time.time()
     cfg = PhaseConfig.from_dict(config)
@@ -128,7 +128,7 @@ def trainable_run(config: dict, storage: Path, progress: Path) -> dict:
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    from trainables.train_loop import train_phase
+    from xstilts.trainables.train_loop import train_phase
 
     started = time.time()
     result = TorchTrainer(

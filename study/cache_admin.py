@@ -7,7 +7,7 @@ length) (`feature_cache/<key>.npz`). `list` shows them; `prune` removes entries 
 total size or the study that built them, and never one a running study holds:
 
 - a phase-cache entry a trial is reading: trials mark the entry they use while they run
-  (`trainables.phase_cache.in_use`: `phase_cache/.in_use/<key>/<trial>.json`, refreshed every
+  (`xstilts.trainables.phase_cache.in_use`: `phase_cache/.in_use/<key>/<trial>.json`, refreshed every
   TTL/4; a marker left by a trial that died goes stale after `IN_USE_TTL_S`);
 - an entry being built: its lease is held (a file lock on a local root), or, on an object
   store (whose leases live in the study's Ray cluster), it has files but no manifest yet and
@@ -71,7 +71,7 @@ def add_arguments(parser) -> None:
 
 
 def parse_age(text: str) -> float:
-    from study.config import ConfigError
+    from xstilts.study.config import ConfigError
 
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", text or "")
     if not match:
@@ -80,7 +80,7 @@ def parse_age(text: str) -> float:
 
 
 def parse_size(text: str) -> int:
-    from study.config import ConfigError
+    from xstilts.study.config import ConfigError
 
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*", (text or "").upper())
     if not match:
@@ -97,12 +97,12 @@ def human(size: float) -> str:
 
 
 def _storage_path(args) -> str:
-    from study.config import DEFAULT_CONFIG, load_config
-    from study.runner import resolve
+    from xstilts.study.config import DEFAULT_CONFIG, load_config
+    from xstilts.study.runner import resolve
 
     config = load_config(args.config if args.config else str(DEFAULT_CONFIG))
     if args.storage_path:
-        from xstilts_storage import Location
+        from xstilts.storage import Location
 
         return Location(args.storage_path).ref
     return resolve(config, "cache").storage_path
@@ -126,8 +126,8 @@ def _lock_held(path) -> bool:
 
 
 def phase_entries(root: str, now: float | None = None) -> list[Entry]:
-    from trainables.phase_cache import IN_USE, IN_USE_TTL_S, PhaseCache, usage
-    from xstilts_storage import MANIFEST
+    from xstilts.trainables.phase_cache import IN_USE, IN_USE_TTL_S, PhaseCache, usage
+    from xstilts.storage import MANIFEST
 
     now = time.time() if now is None else now
     cache = PhaseCache(root)
@@ -168,7 +168,7 @@ def phase_entries(root: str, now: float | None = None) -> list[Entry]:
 
 
 def feature_entries(root: str) -> list[Entry]:
-    from xstilts_storage import Location
+    from xstilts.storage import Location
 
     location = Location(root)
     entries = []
@@ -184,7 +184,7 @@ def feature_entries(root: str) -> list[Entry]:
 
 
 def all_entries(storage_path: str, which: str, now: float) -> list[Entry]:
-    from xstilts_storage import child
+    from xstilts.storage import child
 
     entries = []
     if which in ("phase", "all"):
@@ -216,8 +216,8 @@ def select_for_pruning(entries: list[Entry], now: float, older_than: float | Non
 
 
 def remove(storage_path: str, entry: Entry) -> None:
-    from trainables.phase_cache import IN_USE
-    from xstilts_storage import Location, child
+    from xstilts.trainables.phase_cache import IN_USE
+    from xstilts.storage import Location, child
 
     if entry.cache == "phase":
         root = Location(child(storage_path, "phase_cache"))
@@ -236,9 +236,9 @@ def _row(entry: Entry, now: float) -> str:
 
 
 def main(args) -> int:
-    from study.cli import _bad_input
-    from study.config import ConfigError
-    from xstilts_storage import StorageError
+    from xstilts.study.cli import _bad_input
+    from xstilts.study.config import ConfigError
+    from xstilts.storage import StorageError
 
     command = f"cache {args.cache_command}"
     now = time.time()

@@ -58,7 +58,7 @@ def _parser() -> argparse.ArgumentParser:
         if action.option_strings and action.dest != "help":
             validate._add_action(action)
 
-    from study import cache_admin, plan as plan_module  # both keep their heavy imports inside main()
+    from xstilts.study import cache_admin, plan as plan_module  # both keep their heavy imports inside main()
 
     plan = sub.add_parser("plan", help="print what a study would run (trials, phase-2 trainings, cache hits, cost) without running it",
                           description=plan_module.DESCRIPTION)
@@ -178,7 +178,7 @@ def mlflow_links(tracking_uri: str, experiment_id: str, run_id: str) -> dict[str
 
     MLflow 3 opens an experiment on an overview page made for GenAI apps; the trials are on the
     runs page, `#/experiments/ID/runs` (the experiment also carries the model-training kind tag,
-    study.tracking.EXPERIMENT_KIND). A sqlite store is served by the `mlflow ui` command printed
+    xstilts.study.tracking.EXPERIMENT_KIND). A sqlite store is served by the `mlflow ui` command printed
     beside the links; a tracking server serves its own UI.
     """
     if tracking_uri.startswith(("http://", "https://")):
@@ -193,9 +193,9 @@ def _prepare_run(args):
     """What `run` (and `validate`) check before Ray starts: the config, the name, the local
     resources, then the Ray address, the tracking URI and the storage path (short deadlines).
     Returns the resolved study; raises ConfigError."""
-    from study.config import check_name, load_config, with_overrides
-    from study.probes import parse_ray_address, probe_ray_address, probe_tracking_uri
-    from study.runner import preflight, resolve
+    from xstilts.study.config import check_name, load_config, with_overrides
+    from xstilts.study.probes import parse_ray_address, probe_ray_address, probe_tracking_uri
+    from xstilts.study.runner import preflight, resolve
 
     if args.address is not None:
         parse_ray_address(args.address)  # its form first: cheap, and before any file is read
@@ -216,7 +216,7 @@ def _prepare_run(args):
 
 def _check_local_resources(config) -> None:
     """A local Ray has this machine's CPUs (and GPUs): a trial that needs more would wait forever."""
-    from study.config import ConfigError
+    from xstilts.study.config import ConfigError
 
     r = config.resources
     cpus = os.cpu_count() or 1
@@ -233,7 +233,7 @@ def _check_local_resources(config) -> None:
 
 
 def cmd_run(args) -> int:
-    from study.config import ConfigError
+    from xstilts.study.config import ConfigError
 
     try:
         study = _prepare_run(args)
@@ -244,7 +244,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_validate(args) -> int:
-    from study.config import ConfigError
+    from xstilts.study.config import ConfigError
 
     try:
         study = _prepare_run(args)
@@ -258,9 +258,9 @@ def cmd_validate(args) -> int:
 
 
 def cmd_resume(args) -> int:
-    from study.config import ConfigError, check_name
-    from study.probes import parse_ray_address, probe_ray_address, probe_tracking_uri
-    from study.runner import load_for_resume
+    from xstilts.study.config import ConfigError, check_name
+    from xstilts.study.probes import parse_ray_address, probe_ray_address, probe_tracking_uri
+    from xstilts.study.runner import load_for_resume
 
     try:
         check_name(args.name, "NAME")  # it goes into an MLflow filter string and folder names
@@ -276,13 +276,13 @@ def cmd_resume(args) -> int:
 
 
 def _redact(uri: str) -> str:
-    from study.probes import redact
+    from xstilts.study.probes import redact
 
     return redact(uri)
 
 
 def _check_experiment(experiment) -> None:
-    from study.config import ConfigError, short
+    from xstilts.study.config import ConfigError, short
 
     if not isinstance(experiment, str) or not experiment.strip() or not experiment.isprintable() or len(experiment) > 200:
         raise ConfigError("--experiment", f"must be a printable, non-empty name of at most 200 characters, got {short(experiment)}",
@@ -292,8 +292,8 @@ def _check_experiment(experiment) -> None:
 def _check_store_args(command: str, args, out: str | None = None, out_kind: str = "report") -> int | None:
     """The inputs of analyze/report/export, before any MLflow access: names, --out, the tracking
     URI (probed with a short deadline). None when all is well, else the exit code of bad input."""
-    from study.config import ConfigError, check_name, check_writable, short
-    from study.probes import probe_tracking_uri
+    from xstilts.study.config import ConfigError, check_name, check_writable, short
+    from xstilts.study.probes import probe_tracking_uri
 
     try:
         _check_experiment(args.experiment)
@@ -319,10 +319,10 @@ def _check_store_args(command: str, args, out: str | None = None, out_kind: str 
 
 
 def _run_and_summarise(study, address, resume_run_id=None, retry_errored: bool = True) -> int:
-    from analysis.records import find_study, iter_trials
-    from analysis.select import best_per_target, selection_table
-    from study.config import ConfigError
-    from study.runner import run_study
+    from xstilts.analysis.records import find_study, iter_trials
+    from xstilts.analysis.select import best_per_target, selection_table
+    from xstilts.study.config import ConfigError
+    from xstilts.study.runner import run_study
 
     config = study.config
     try:
@@ -334,7 +334,7 @@ def _run_and_summarise(study, address, resume_run_id=None, retry_errored: bool =
     except ConnectionError as error:
         print(f"xstilts run: error: cannot reach Ray at --address {address}: {error}", file=sys.stderr)
         return EXIT_FAILURE
-    except ConfigError as error:  # checks that need the cluster (study.storage): still bad input
+    except ConfigError as error:  # checks that need the cluster (xstilts.study.storage): still bad input
         return _bad_input("resume" if resume_run_id else "run", str(error))
     record = find_study(study.tracking_uri, config.mlflow.experiment, study.name)
     selections = best_per_target(iter_trials(record))
@@ -359,8 +359,8 @@ def _run_and_summarise(study, address, resume_run_id=None, retry_errored: bool =
 
 
 def cmd_analyze(args) -> int:
-    from analysis.records import StudyNotFound, find_study, iter_trials, list_studies
-    from analysis.select import best_per_target, selection_json, selection_table
+    from xstilts.analysis.records import StudyNotFound, find_study, iter_trials, list_studies
+    from xstilts.analysis.select import best_per_target, selection_json, selection_table
 
     bad = _check_store_args("analyze", args)
     if bad is not None:
@@ -388,7 +388,7 @@ def cmd_analyze(args) -> int:
 
 def _find_studies(command: str, args, names: list):
     """The study records of `names` (None: the most recent study), or the exit code of bad input."""
-    from analysis.records import StudyNotFound, find_study
+    from xstilts.analysis.records import StudyNotFound, find_study
 
     records = []
     for name in names:
@@ -400,8 +400,8 @@ def _find_studies(command: str, args, names: list):
 
 
 def _analyze_tables(args, record) -> int:
-    from analysis.records import iter_trials
-    from analysis.tables import comparison_tables, study_tables, summarize, summary_json
+    from xstilts.analysis.records import iter_trials
+    from xstilts.analysis.tables import comparison_tables, study_tables, summarize, summary_json
 
     others = _find_studies("analyze", args, args.compare)
     if isinstance(others, int):
@@ -418,9 +418,9 @@ def _analyze_tables(args, record) -> int:
 
 
 def cmd_report(args) -> int:
-    from analysis.records import iter_trials
-    from analysis.report import log_report, write_report
-    from analysis.tables import summarize
+    from xstilts.analysis.records import iter_trials
+    from xstilts.analysis.report import log_report, write_report
+    from xstilts.analysis.tables import summarize
 
     if not args.returns_threshold > 0 or args.returns_threshold == float("inf"):
         return _bad_input("report", f"--returns-threshold must be a finite number > 0 points per added language, got {args.returns_threshold}")
@@ -447,8 +447,8 @@ def cmd_report(args) -> int:
 
 
 def _export_from_registry(args) -> int:
-    from analysis.export import verify_export
-    from analysis.registry import RegistryError, fetch_registered
+    from xstilts.analysis.export import verify_export
+    from xstilts.analysis.registry import RegistryError, fetch_registered
 
     if args.study:
         return _bad_input("export", "--from-registry reads the model registry, not a study: drop --study")
@@ -469,9 +469,9 @@ def _export_from_registry(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from analysis.export import ExportError, export_selection, verify_export
-    from analysis.records import StudyNotFound, find_study, iter_trials
-    from analysis.select import best_per_target
+    from xstilts.analysis.export import ExportError, export_selection, verify_export
+    from xstilts.analysis.records import StudyNotFound, find_study, iter_trials
+    from xstilts.analysis.select import best_per_target
 
     bad = _check_store_args("export", args, args.out, "export")
     if bad is not None:
@@ -505,7 +505,7 @@ def cmd_export(args) -> int:
     if args.register:
         from mlflow.exceptions import MlflowException
 
-        from analysis.registry import register_export
+        from xstilts.analysis.registry import register_export
 
         model = args.registered_model or args.experiment
         try:
@@ -524,7 +524,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from tasks.xtreme_eval import OFFICIAL_LANGUAGES, EvaluationInputError, nothing_to_score, score_folders
+    from xstilts.tasks.xtreme_eval import OFFICIAL_LANGUAGES, EvaluationInputError, nothing_to_score, score_folders
 
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks is not None else None
     try:
@@ -539,7 +539,7 @@ def cmd_evaluate(args) -> int:
 
 def _tracking_store_exists(uri: str) -> bool:
     if uri.startswith("sqlite:"):
-        from study.config import sqlite_path
+        from xstilts.study.config import sqlite_path
 
         return os.path.exists(sqlite_path(uri))
     return True
@@ -550,8 +550,8 @@ COMMANDS = {"run": cmd_run, "validate": cmd_validate, "resume": cmd_resume, "ana
 
 
 def _delegate(command: str, args) -> int:
-    """`plan` and `cache` live in their own modules (study.plan, study.cache_admin)."""
-    from study import cache_admin, plan
+    """`plan` and `cache` live in their own modules (xstilts.study.plan, xstilts.study.cache_admin)."""
+    from xstilts.study import cache_admin, plan
 
     return (plan.main if command == "plan" else cache_admin.main)(args)
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from study.config import ConfigError
+from xstilts.study.config import ConfigError
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,7 @@ class NodeShape:
 
 
 def worker_bundle(resources) -> dict:
-    """What one Ray Train worker of a trial asks for (trainables.trial._fit)."""
+    """What one Ray Train worker of a trial asks for (xstilts.trainables.trial._fit)."""
     bundle = {"CPU": float(resources.cpus_per_worker)}
     if resources.use_gpu:
         bundle["GPU"] = 1.0
@@ -45,7 +45,7 @@ def alive_shapes() -> list[NodeShape]:
 
 
 def _reported_node_types() -> list[NodeShape] | None:
-    from trainables.ray_compat import reported_cluster_config
+    from xstilts.trainables.ray_compat import reported_cluster_config
 
     config = reported_cluster_config()
     if config is None or not config.node_group_configs:

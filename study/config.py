@@ -19,10 +19,10 @@ from typing import Any
 
 import yaml
 
-from tasks import NONE, TASKS, UnknownTaskError, get_task
-from tasks.modeling import TRAINABLE_KINDS
-from trainables.config import ResourceOptions, TrainingOptions
-from trainables.embedded_model import EMBEDDED_MODEL
+from xstilts.tasks import NONE, TASKS, UnknownTaskError, get_task
+from xstilts.tasks.modeling import TRAINABLE_KINDS
+from xstilts.trainables.config import ResourceOptions, TrainingOptions
+from xstilts.trainables.embedded_model import EMBEDDED_MODEL
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "search_spaces" / "embedded_default.yaml"
 
@@ -263,7 +263,7 @@ class SearchConfig:
 @dataclass(frozen=True)
 class MixtureConfig:
     """A named multi-task intermediate: its "task" / "task@lang" training splits and how steps
-    are shared out among them (tasks.mixture: proportional, or temperature T)."""
+    are shared out among them (xstilts.tasks.mixture: proportional, or temperature T)."""
 
     tasks: tuple[str, ...]
     sampling: str = "proportional"
@@ -330,7 +330,7 @@ class StudyConfig:
 
 
 def _full_source(spec: str) -> str:
-    from tasks.mixture import parse_source, source_name
+    from xstilts.tasks.mixture import parse_source, source_name
 
     task, language = parse_source(spec)
     return source_name(task, language or get_task(task).train_language)
@@ -462,7 +462,7 @@ def _param_spec(name: str, raw: Any) -> ParamSpec:
 
 def _check_source(spec: Any, where: str, allowed_kinds: tuple[str, ...]) -> None:
     """A task name, or "task@lang" (that language's training split), of an allowed kind."""
-    from tasks.mixture import parse_source
+    from xstilts.tasks.mixture import parse_source
 
     if not isinstance(spec, str) or not spec:
         raise ConfigError(where, f"entries must be task names, got {short(spec)}", "e.g. mnli or xnli@de")
@@ -554,7 +554,7 @@ def parse_config(raw: Any, source: str = "config") -> StudyConfig:
 
 
 def _mixtures(raw: Any) -> dict[str, MixtureConfig]:
-    from tasks.mixture import SAMPLING_MODES
+    from xstilts.tasks.mixture import SAMPLING_MODES
 
     if raw is None:
         return {}
@@ -711,7 +711,7 @@ def _check_values(c: StudyConfig) -> None:
 
 def _check_data(c: StudyConfig) -> None:
     """With local data, every file a trial will read must exist: found here, not mid-study."""
-    from tasks.base import DataOptions, TaskDataError
+    from xstilts.tasks.base import DataOptions, TaskDataError
 
     if c.data_files is not None and (not isinstance(c.data_files, dict)
                                      or not all(isinstance(k, str) and isinstance(v, str) for k, v in c.data_files.items())):
@@ -761,7 +761,7 @@ def _check_data(c: StudyConfig) -> None:
 
 
 def _split_of(source: str) -> tuple[str, str, str]:
-    from tasks.mixture import parse_source
+    from xstilts.tasks.mixture import parse_source
 
     name, language = parse_source(source)
     return name, "train", language or get_task(name).train_language

@@ -8,7 +8,7 @@ anything:
   a retrieval target);
 - the distinct phase-2 trainings the search space allows (intermediate choice x intermediate
   learning rate when it is a `choice`, at the study's seed), each with the cache key a trial
-  would compute (`trainables.trial.intermediate_cache_fields`) and whether the phase cache
+  would compute (`xstilts.trainables.trial.intermediate_cache_fields`) and whether the phase cache
   already holds it (read only, never repaired);
 - the resources a trial asks for, and the peak at `max_concurrent_trials`;
 - a compute estimate: training tokens (an upper bound: every example at the maximum length)
@@ -35,8 +35,8 @@ def add_arguments(parser) -> None:
 
 
 def main(args) -> int:
-    from study.cli import _bad_input, _prepare_run
-    from study.config import ConfigError
+    from xstilts.study.cli import _bad_input, _prepare_run
+    from xstilts.study.config import ConfigError
 
     try:
         study = _prepare_run(args)
@@ -52,8 +52,8 @@ def main(args) -> int:
 def _model_path(study) -> tuple[str, bool]:
     """Where the trials' model is, and whether it exists yet (the embedded model is built by the
     first study of a storage path; plan never builds it)."""
-    from trainables.embedded_model import EmbeddedModelSpec
-    from xstilts_storage import Location, child, is_uri, published
+    from xstilts.trainables.embedded_model import EmbeddedModelSpec
+    from xstilts.storage import Location, child, is_uri, published
 
     c = study.config
     if not c.uses_embedded_model:
@@ -70,8 +70,8 @@ def _lr_values(spec) -> list[float] | None:
 def _train_examples(sources, study, cap_for) -> int | None:
     """Training examples of phase-2 sources ("task@lang"), capped as the trial would; None when a
     split cannot be read here (no local data: the hub dataset would be downloaded by the trial)."""
-    from tasks import DataOptions, get_task
-    from tasks.mixture import parse_source
+    from xstilts.tasks import DataOptions, get_task
+    from xstilts.tasks.mixture import parse_source
 
     c = study.config
     total = 0
@@ -89,7 +89,7 @@ def _train_examples(sources, study, cap_for) -> int | None:
 
 
 def _max_length(task_name: str, study) -> int:
-    from tasks import get_task
+    from xstilts.tasks import get_task
 
     return study.config.training.max_length or get_task(task_name).max_length
 
@@ -105,11 +105,11 @@ def _cap(training, task: str, phase: str) -> int | None:
 
 def phase2_trainings(study, model_path: str, model_exists: bool) -> list[dict]:
     """The distinct phase-2 trainings the search space allows, with their cache keys and state."""
-    from study.runner import trial_base_config
-    from tasks import NONE
-    from trainables.config import TrialConfig
-    from trainables.phase_cache import PhaseCache, cache_key
-    from trainables.trial import intermediate_cache_fields, phase2_sources
+    from xstilts.study.runner import trial_base_config
+    from xstilts.tasks import NONE
+    from xstilts.trainables.config import TrialConfig
+    from xstilts.trainables.phase_cache import PhaseCache, cache_key
+    from xstilts.trainables.trial import intermediate_cache_fields, phase2_sources
 
     c = study.config
     lrs = _lr_values(c.search_space["intermediate_lr"])
@@ -139,7 +139,7 @@ def phase2_trainings(study, model_path: str, model_exists: bool) -> list[dict]:
 def _recorded_rate(study, model_path: str) -> tuple[float | None, float | None, int]:
     """Median real-token training rates of earlier trials of this model (phase 3, phase 2) in the
     study's tracking store, and how many trials they come from. Read only."""
-    from study.config import sqlite_path
+    from xstilts.study.config import sqlite_path
 
     uri = study.tracking_uri
     if uri.startswith("sqlite:") and not os.path.exists(sqlite_path(uri)):
@@ -167,7 +167,7 @@ def _recorded_rate(study, model_path: str) -> tuple[float | None, float | None, 
 
 def _measured_rate(model_path: str, batch_size: int, max_length: int) -> float | None:
     """Tokens/s of a few timed forward+backward steps of the model on this machine's CPU (or GPU)."""
-    from xstilts_storage import is_uri
+    from xstilts.storage import is_uri
 
     if is_uri(model_path) or not os.path.isdir(model_path):
         return None  # a hub model is not downloaded by a plan
@@ -196,7 +196,7 @@ def _measured_rate(model_path: str, batch_size: int, max_length: int) -> float |
 
 
 def make_plan(study, address: str | None = None) -> dict:
-    from tasks import get_task
+    from xstilts.tasks import get_task
 
     c = study.config
     model_path, model_exists = _model_path(study)
@@ -250,7 +250,7 @@ def make_plan(study, address: str | None = None) -> dict:
 
 
 def _redacted(uri: str) -> str:
-    from study.tracking import redact_uri
+    from xstilts.study.tracking import redact_uri
 
     return redact_uri(uri)
 

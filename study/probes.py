@@ -7,7 +7,7 @@ nothing here waits on a dead host, a closed port, or a socket that accepts and n
 - `probe_ray_address`: `auto`/`local` pass through; `host:port` (the GCS) and `ray://host:port`
   (the Ray Client server) must accept a TCP connection and answer as a gRPC (HTTP/2) server
   does, by sending its SETTINGS frame, within the deadline.
-- `probe_tracking_uri`: http(s) must answer GET /health (study.runner.check_tracking_server);
+- `probe_tracking_uri`: http(s) must answer GET /health (xstilts.study.runner.check_tracking_server);
   `sqlite:///path` must be an SQLite database (or not exist yet), not another file or a folder;
   `postgresql://` / `mysql://` need their driver module and a TCP answer from the host.
 """
@@ -20,7 +20,7 @@ import threading
 import urllib.parse
 from typing import Callable
 
-from study.config import ConfigError, short, sqlite_path
+from xstilts.study.config import ConfigError, short, sqlite_path
 
 DEFAULT_TIMEOUT_S = 10.0  # $XSTILTS_PROBE_TIMEOUT_S overrides it (a slow link; tests)
 RAY_CLIENT_PORT = 10001
@@ -55,8 +55,8 @@ def default_timeout() -> float:
 
 
 def redact(uri: str) -> str:
-    """`uri` with its secrets replaced by *** (study.tracking.redact_uri), for messages."""
-    from study.tracking import redact_uri
+    """`uri` with its secrets replaced by *** (xstilts.study.tracking.redact_uri), for messages."""
+    from xstilts.study.tracking import redact_uri
 
     return redact_uri(uri)
 
@@ -200,7 +200,7 @@ def probe_tracking_uri(uri: str, timeout_s: float | None = None, field: str = "-
 
 
 def _probe_http(uri: str, timeout_s: float, field: str) -> None:
-    from study.runner import check_tracking_server
+    from xstilts.study.runner import check_tracking_server
 
     shown = short(redact(uri))
     fix = "start it (mlflow server ...) or fix " + field

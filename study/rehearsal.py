@@ -6,7 +6,7 @@
   head node and ZERO worker nodes; the real Ray autoscaler launches worker nodes (extra raylets
   on this machine) when tasks need the `TRAIN_DRIVER` resource and releases them when idle, as
   `cluster.yaml` does with EC2 instances;
-- `python -m study.rehearsal`: both together, running a study against `s3://` storage on the
+- `python -m xstilts.study.rehearsal`: both together, running a study against `s3://` storage on the
   autoscaling cluster through the real `xstilts run --address ...`.
 
 Both context managers own their processes: leaving the `with` block stops them and removes
@@ -429,10 +429,10 @@ class FakeAutoscalingCluster:
         if self.auth_mode == "disabled":
             return _alive_nodes(self.address)
         # Token auth is a process-wide Ray setting read at import: ask from a child process.
-        out = subprocess.run([sys.executable, "-c", f"import json, study.rehearsal as r; "
+        out = subprocess.run([sys.executable, "-c", f"import json, xstilts.study.rehearsal as r; "
                               f"print(json.dumps(r._alive_nodes({self.address!r})))"],
                              capture_output=True, text=True, timeout=60, check=True,
-                             env={**os.environ, **self.client_env}, cwd=Path(__file__).resolve().parent.parent)
+                             env={**os.environ, **self.client_env})
         return json.loads(out.stdout.strip().splitlines()[-1])
 
     def _head_alive(self) -> bool:
@@ -530,7 +530,7 @@ class FakeAutoscalingCluster:
 
 
 # --------------------------------------------------------------------------------------------
-# python -m study.rehearsal
+# python -m xstilts.study.rehearsal
 # --------------------------------------------------------------------------------------------
 
 def _say(message: str) -> None:
@@ -590,7 +590,7 @@ class WorkerNodeWatcher:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m study.rehearsal",
+        prog="python -m xstilts.study.rehearsal",
         description="Rehearse the cloud setup on this machine with real components: a SeaweedFS S3 server "
                     "on 127.0.0.1 (bucket xstilts-rehearsal) and Ray's autoscaler with its fake multi-node "
                     "provider (a head with no CPU and zero worker nodes; worker nodes are launched when "
@@ -625,7 +625,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from study.config import DEFAULT_CONFIG
+    from xstilts.study.config import DEFAULT_CONFIG
 
     args = _parser().parse_args(argv)
     config = args.config or DEFAULT_CONFIG
@@ -665,7 +665,7 @@ def _rehearse(args: argparse.Namespace, config: Path) -> int:
                      f"{cluster.worker_node_count()} worker nodes; the autoscaler launches up to {args.workers} "
                      f"of {{CPU: {args.cpus_per_node}, TRAIN_DRIVER: 1}} and releases them after "
                      f"{args.idle_minutes:g} idle minute(s)")
-                command = [sys.executable, "-m", "study.cli", "run", "--config", str(study_config),
+                command = [sys.executable, "-m", "xstilts.study.cli", "run", "--config", str(study_config),
                            "--address", cluster.address, "--tracking-uri", args.tracking_uri]
                 if args.num_samples is not None:
                     command += ["--num-samples", str(args.num_samples)]

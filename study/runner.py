@@ -18,11 +18,11 @@ from pathlib import Path
 
 import yaml
 
-from study.config import ConfigError, StudyConfig, sqlite_path
-from xstilts_storage import Location, StorageError, child, is_uri, probe
-from study.search import make_scheduler, make_searcher
-from tasks import get_task
-from tasks.record_schema import FINAL_EN_DEV
+from xstilts.study.config import ConfigError, StudyConfig, sqlite_path
+from xstilts.storage import Location, StorageError, child, is_uri, probe
+from xstilts.study.search import make_scheduler, make_searcher
+from xstilts.tasks import get_task
+from xstilts.tasks.record_schema import FINAL_EN_DEV
 
 TRIAL_DRIVER_RESOURCE = "TRAIN_DRIVER"  # a trial's own process needs ~no CPU; its Train workers do
 TRIAL_DRIVER_CPU = 0.01  # its request where the cluster has no TRAIN_DRIVER slots
@@ -102,7 +102,7 @@ STORAGE_PROBE_DEADLINE_S = 25.0
 
 def check_storage_reachable(storage_path: str) -> None:
     """An object-store storage path must be reachable and writable with the credentials at hand."""
-    from study.probes import run_with_deadline
+    from xstilts.study.probes import run_with_deadline
 
     def check() -> None:
         try:
@@ -132,7 +132,7 @@ def _storage_env() -> dict:
 
 def preflight(study: ResolvedStudy) -> None:
     """Checks that need the outside world; still before Ray and before any MLflow write."""
-    from study.tracking import study_exists
+    from xstilts.study.tracking import study_exists
 
     check_tracking_server(study.tracking_uri)
     check_storage_reachable(study.storage_path)
@@ -150,8 +150,8 @@ def load_for_resume(tracking_uri: str, experiment: str, name: str) -> tuple[Reso
 
     from mlflow.tracking import MlflowClient
 
-    from study.config import check_name, load_yaml_text, parse_config, read_config_file
-    from tasks.record_schema import TAG_KIND, TAG_STUDY
+    from xstilts.study.config import check_name, load_yaml_text, parse_config, read_config_file
+    from xstilts.tasks.record_schema import TAG_KIND, TAG_STUDY
 
     check_name(name, "NAME")  # nothing unchecked reaches the MLflow filter string below
     if tracking_uri.startswith("sqlite:"):
@@ -179,8 +179,8 @@ def load_for_resume(tracking_uri: str, experiment: str, name: str) -> tuple[Reso
 def _trial_env(tracking_uri: str) -> dict:
     """Environment every Ray worker of the study gets beyond the defaults: the real tracking URI
     when it holds a secret (trials get it redacted in their Tune config; TRACKING_URI_ENV)."""
-    from study.tracking import redact_uri
-    from trainables.config import TRACKING_URI_ENV
+    from xstilts.study.tracking import redact_uri
+    from xstilts.trainables.config import TRACKING_URI_ENV
 
     return {TRACKING_URI_ENV: tracking_uri} if redact_uri(tracking_uri) != tracking_uri else {}
 
@@ -188,7 +188,7 @@ def _trial_env(tracking_uri: str) -> dict:
 def _start_ray(address: str | None, max_concurrent: int, log, extra_env: dict | None = None) -> dict:
     import ray
 
-    from trainables.ray_compat import loopback_ray, pin_train_coordinator_here
+    from xstilts.trainables.ray_compat import loopback_ray, pin_train_coordinator_here
 
     env = {"TOKENIZERS_PARALLELISM": "false", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5",
            "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_DISABLE_PROGRESS_BARS": "1", **_storage_env(),
@@ -215,7 +215,7 @@ def _start_ray(address: str | None, max_concurrent: int, log, extra_env: dict | 
     # address="local" always starts a fresh runtime (a stale /tmp/ray file would join a dead one).
     # Keep the dashboard (bound to 127.0.0.1): without its agent, trials stopped by ASHA leaked
     # their placement groups and the study hung. Nothing else reaches a local runtime: it binds
-    # to loopback only (trainables.ray_compat.loopback_ray).
+    # to loopback only (xstilts.trainables.ray_compat.loopback_ray).
     with loopback_ray():
         ray.init(address="local", resources={TRIAL_DRIVER_RESOURCE: max_concurrent}, runtime_env=runtime_env,
                  log_to_driver=False, dashboard_host="127.0.0.1", _node_ip_address=LOOPBACK)
@@ -227,7 +227,7 @@ LOOPBACK = "127.0.0.1"
 
 def _study_params(study: ResolvedStudy, model_path: str) -> dict:
     """The parent run's params; any secret inside a URI among them is redacted (`alice:***@`)."""
-    from study.tracking import redact_uri
+    from xstilts.study.tracking import redact_uri
 
     c = study.config
     params = {
@@ -244,10 +244,10 @@ def _study_params(study: ResolvedStudy, model_path: str) -> dict:
 def _config_yaml(study: ResolvedStudy) -> str:
     """The study's config as run, with absolute paths: what `xstilts resume` reads back.
 
-    The tracking URI's secrets are redacted (study.tracking.redact_uri): `resume` connects with
+    The tracking URI's secrets are redacted (xstilts.study.tracking.redact_uri): `resume` connects with
     the URI it is given and puts that back in place of the redacted one (`_real_tracking_uri`).
     """
-    from study.tracking import redact_uri
+    from xstilts.study.tracking import redact_uri
 
     config = dataclasses.replace(study.config, storage_path=study.storage_path,
                                  mlflow=dataclasses.replace(study.config.mlflow, tracking_uri=redact_uri(study.tracking_uri)))
@@ -263,7 +263,7 @@ def _config_yaml(study: ResolvedStudy) -> str:
 def _real_tracking_uri(config: StudyConfig, tracking_uri: str) -> StudyConfig:
     """A stored config whose tracking URI was redacted by `_config_yaml`, with the real URI that
     `resume` reached the study with."""
-    from study.tracking import is_redacted
+    from xstilts.study.tracking import is_redacted
 
     if not is_redacted(config.mlflow.tracking_uri):
         return config
@@ -276,9 +276,9 @@ def trial_base_config(study: ResolvedStudy, target: str, model_path: str, experi
 
     Tune writes it to each trial's params.json under the storage path, so a secret in the
     tracking URI is redacted here; trials connect with the real URI from their environment
-    (`_trial_env`, `trainables.config.trial_tracking_uri`).
+    (`_trial_env`, `xstilts.trainables.config.trial_tracking_uri`).
     """
-    from study.tracking import redact_uri
+    from xstilts.study.tracking import redact_uri
 
     c = study.config
     return {
@@ -311,7 +311,7 @@ def make_tuner(trainable, config: StudyConfig, target_index: int, param_space: d
         run_config=tune.RunConfig(
             name=config.target_tasks[target_index], storage_path=tune_dir, verbose=0,
             # Tune's retries of a failed trial; Ray Train's retries of a lost worker are
-            # resources.max_failures, inside the trial (trainables.trial._fit).
+            # resources.max_failures, inside the trial (xstilts.trainables.trial._fit).
             callbacks=callbacks, failure_config=tune.FailureConfig(max_failures=config.resources.trial_max_failures),
         ),
     )
@@ -348,12 +348,12 @@ def run_study(study: ResolvedStudy, address: str | None = None, log=print, resum
     import ray
     from ray import tune
 
-    from study.storage import alive_node_count, check_storage_shared
-    from study.tracking import (StudyProgress, begin_study_session, ensure_experiment, finish_study_run,
+    from xstilts.study.storage import alive_node_count, check_storage_shared
+    from xstilts.study.tracking import (StudyProgress, begin_study_session, ensure_experiment, finish_study_run,
                                 start_study_run)
-    from trainables.mlflow_retry import call_with_retry
-    from trainables.embedded_model import publish_embedded_model
-    from trainables.trial import run_trial
+    from xstilts.trainables.mlflow_retry import call_with_retry
+    from xstilts.trainables.embedded_model import publish_embedded_model
+    from xstilts.trainables.trial import run_trial
 
     c = study.config
     started = time.time()
@@ -369,7 +369,7 @@ def run_study(study: ResolvedStudy, address: str | None = None, log=print, resum
     try:
         check_storage_shared(study.storage_path, alive_node_count())
         if address:  # a local Ray was checked against this machine before it started
-            from study.cluster_fit import check_trial_fits
+            from xstilts.study.cluster_fit import check_trial_fits
 
             check_trial_fits(c.resources, log)
     except ConfigError:
@@ -384,7 +384,7 @@ def run_study(study: ResolvedStudy, address: str | None = None, log=print, resum
         # Under the storage path so that every node of the cluster can read it.
         model_path = publish_embedded_model(child(study.storage_path, "embedded_models"), log=log)
     if is_uri(study.phase_cache_dir):
-        from trainables.leases import lease_actor
+        from xstilts.trainables.leases import lease_actor
 
         lease_actor(study.phase_cache_dir)  # the phase cache's lease arbiter, on the head node
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from study.config import ParamSpec, StudyConfig
-from tasks import NONE, get_task
-from tasks.record_schema import EPOCH_EN_DEV, FINAL_EN_DEV, TARGET_EPOCH
+from xstilts.study.config import ParamSpec, StudyConfig
+from xstilts.tasks import NONE, get_task
+from xstilts.tasks.record_schema import EPOCH_EN_DEV, FINAL_EN_DEV, TARGET_EPOCH
 
 SELECTION_METRIC = EPOCH_EN_DEV  # reported by phase 3 every epoch: the English dev metric
 TIME_ATTR = TARGET_EPOCH  # our own epoch counter: training_iteration restarts after a Train retry
@@ -63,7 +63,7 @@ def _optuna_search_class():
     """OptunaSearch that records early-stopped trials as pruned, and lets a trial it already
     closed as failed come back quietly.
 
-    `xstilts resume` retries errored trials under their trial ids (study.runner): OptunaSearch
+    `xstilts resume` retries errored trials under their trial ids (xstilts.study.runner): OptunaSearch
     then gets results of a trial its Optuna study already holds as FAIL, and would warn on every
     one. They are skipped: a closed Optuna trial takes no more reports, so a retried trial's
     outcome is in MLflow and Tune's results but does not inform the sampler. (Defined lazily:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from study.config import ConfigError
+from xstilts.study.config import ConfigError
 
 SHARED_ENV = "XSTILTS_STORAGE_SHARED"
 

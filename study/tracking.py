@@ -13,14 +13,14 @@ import threading
 import time
 from pathlib import Path
 
-from xstilts_storage import is_uri
+from xstilts.storage import is_uri
 
 from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
-from study.search import SELECTION_METRIC, TIME_ATTR
-from tasks.record_schema import FINAL_ZERO_SHOT, TAG_ERROR, TAG_KIND, TAG_PARENT, TAG_STOPPED_EARLY, TAG_STUDY, TAG_TRIAL_ID
-from trainables.mlflow_retry import call_with_retry
+from xstilts.study.search import SELECTION_METRIC, TIME_ATTR
+from xstilts.tasks.record_schema import FINAL_ZERO_SHOT, TAG_ERROR, TAG_KIND, TAG_PARENT, TAG_STOPPED_EARLY, TAG_STUDY, TAG_TRIAL_ID
+from xstilts.trainables.mlflow_retry import call_with_retry
 
 
 REDACTED = "***"

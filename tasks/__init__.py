@@ -1,6 +1,6 @@
 """Task definitions shared by `trainables` and `analysis`: data format, head kind, metric."""
-from tasks.base import DataOptions, PairExample, TaggingExample, TaskDataError, TaskSpec
-from tasks.registry import NONE, TASKS, UnknownTaskError, get_task
+from xstilts.tasks.base import DataOptions, PairExample, TaggingExample, TaskDataError, TaskSpec
+from xstilts.tasks.registry import NONE, TASKS, UnknownTaskError, get_task
 
 __all__ = [
     "DataOptions", "PairExample", "TaggingExample", "TaskDataError", "TaskSpec",

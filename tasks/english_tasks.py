@@ -1,13 +1,13 @@
 """The English intermediate tasks of Phang et al. (2020), in their real formats.
 
-Same two sources as the targets (tasks.xtreme_tasks): the HF hub when DataOptions.data_dir is
+Same two sources as the targets (xstilts.tasks.xtreme_tasks): the HF hub when DataOptions.data_dir is
 None, else the official files under <data_dir>/<task folder>/ (the first existing file of a
 fixed list per split; DataOptions.files overrides it). Every task is English only: its
 languages are ("en",). docs/tasks.md lists the files per split.
 
 ANLI+ (`anli_plus`) is, as in the paper (after Nie et al. 2020), the concatenation of the
 training sets of ANLI (rounds 1-3), MNLI, SNLI and FEVER-NLI; its dev set is ANLI's dev
-(rounds 1-3). `tasks.mixture.ANLI_PLUS` describes the same four as a sampled mixture for
+(rounds 1-3). `xstilts.tasks.mixture.ANLI_PLUS` describes the same four as a sampled mixture for
 multi-task training instead.
 
 CCG needs the CCGbank, which the LDC licenses: it is read from a path the user gives, never
@@ -20,11 +20,11 @@ import glob
 import os
 from collections import Counter
 
-from tasks.base import DataOptions, MultipleChoiceExample, TaskDataError, TaskSpec
-from tasks.formats import (hub_pairs, hub_split_names, hub_splits, hub_squad, local_or_hub, pair_examples,
+from xstilts.tasks.base import DataOptions, MultipleChoiceExample, TaskDataError, TaskSpec
+from xstilts.tasks.formats import (hub_pairs, hub_split_names, hub_splits, hub_squad, local_or_hub, pair_examples,
                            read_ccg_auto, read_ccg_tsv, read_commonsenseqa, read_cosmosqa, read_hellaswag, read_json,
                            read_pairs, read_piqa, read_squad, read_swag, resolve_files, unique_question_ids)
-from tasks.xtreme_tasks import NLI_LABEL_MAP, NLI_LABELS
+from xstilts.tasks.xtreme_tasks import NLI_LABEL_MAP, NLI_LABELS
 
 EN = ("en",)
 QQP_LABELS = ("not_duplicate", "duplicate")

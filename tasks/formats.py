@@ -1,6 +1,6 @@
 """Readers for the official file formats of the XTREME targets and the English intermediate tasks.
 
-Every reader takes a path and returns plain records or the example dataclasses of `tasks.base`;
+Every reader takes a path and returns plain records or the example dataclasses of `xstilts.tasks.base`;
 every problem with a file is a `TaskDataError` whose message is one line:
 
     <file>: line <n>: <what is wrong>; fix: <what to do>
@@ -10,8 +10,8 @@ that of the object at fault, found by re-reading the document with positions onl
 an error, so reading stays fast.
 
 Also here: finding a task's local files (`resolve_files`, with the DataOptions.files overrides)
-and the lazy access to the HF hub (`hub_splits`), shared by `tasks.xtreme_tasks` and
-`tasks.english_tasks`. `datasets` is imported only inside `hub_splits`.
+and the lazy access to the HF hub (`hub_splits`), shared by `xstilts.tasks.xtreme_tasks` and
+`xstilts.tasks.english_tasks`. `datasets` is imported only inside `hub_splits`.
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ import warnings
 from dataclasses import dataclass, replace
 from typing import Any, Iterable, Sequence
 
-from tasks.base import (DataOptions, MultipleChoiceExample, PairExample, RetrievalCorpus, SpanQAExample,
+from xstilts.tasks.base import (DataOptions, MultipleChoiceExample, PairExample, RetrievalCorpus, SpanQAExample,
                         TaggingExample, TaskDataError)
 
 # A location in a file: a line number, a JSON key path (resolved to a line on error) or None.

@@ -2,7 +2,7 @@
 
 One `LanguageInfo` per language code used by a task in `tasks/` (the XTREME and XTREME-R
 languages, English, and the four synthetic languages of the embedded default). Used by
-`analysis.questions` to group per-language gains; pure data, no imports beyond `tasks`.
+`xstilts.analysis.questions` to group per-language gains; pure data, no imports beyond `tasks`.
 
 Sources (written from general linguistic knowledge, not copied): the family is the top-level
 genealogical unit as in Glottolog 4 (glottolog.org), except that Niger-Congo is used for Swahili
@@ -17,13 +17,13 @@ is the usual script of the XTREME data.
            Haitian Creole: related, mostly another script;
   distant  every other family.
 The synthetic languages are bucketed by their designed vocabulary overlap with English
-(`tasks.synthetic.SHARED_FRACTION`: near 70 %, mid 30 %, far 0 % and verb-final).
+(`xstilts.tasks.synthetic.SHARED_FRACTION`: near 70 %, mid 30 %, far 0 % and verb-final).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tasks.synthetic import SHARED_FRACTION, VERB_FINAL
+from xstilts.tasks.synthetic import SHARED_FRACTION, VERB_FINAL
 
 DISTANCE_BUCKETS = ("source", "close", "medium", "distant")  # in order of distance from English
 UNKNOWN = "unknown"

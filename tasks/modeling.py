@@ -47,8 +47,8 @@ import torch
 from transformers import (AutoConfig, AutoModelForMultipleChoice, AutoModelForQuestionAnswering,
                           AutoModelForSequenceClassification, AutoModelForTokenClassification)
 
-from tasks.base import TaskSpec
-from tasks.metrics import accuracy, mlqa_em_f1, squad_em_f1, tagging_prf
+from xstilts.tasks.base import TaskSpec
+from xstilts.tasks.metrics import accuracy, mlqa_em_f1, squad_em_f1, tagging_prf
 
 IGNORE_INDEX = -100  # the label of sub-tokens that are not scored (HF's loss ignores it)
 

@@ -26,7 +26,7 @@ FINAL_ZERO_SHOT = "final/zero_shot_mean"
 FINAL_DEV_PREFIX = "final/dev/"  # final/dev/<lang>/<metric>
 FINAL_CHANCE_PREFIX = "final/chance/"  # final/chance/<lang>/<metric>: majority-class baseline
 
-# Trial params describing what phase 2 and phase 3 trained on (trainables.trial.intermediate_params).
+# Trial params describing what phase 2 and phase 3 trained on (xstilts.trainables.trial.intermediate_params).
 PARAM_INTERMEDIATE_TASK = "intermediate_task"  # as written in the study: a task, "task@lang", a mixture, "none"
 PARAM_INTERMEDIATE_SOURCES = "intermediate_sources"  # comma-joined "task@lang" training splits ("" for none)
 PARAM_INTERMEDIATE_LANGUAGES = "intermediate_languages"  # comma-joined distinct languages, sorted

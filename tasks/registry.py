@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import difflib
 
-from tasks import synthetic
-from tasks.base import TaskSpec
+from xstilts.tasks import synthetic
+from xstilts.tasks.base import TaskSpec
 
 NONE = "none"  # the intermediate-task choice that skips phase 2 (the paper's baseline)
 
@@ -57,8 +57,8 @@ register(TaskSpec(
 
 # The real tasks, in their official formats: the XTREME(-R) targets, then the English
 # intermediate tasks of Phang et al. (2020). See docs/tasks.md.
-from tasks.english_tasks import INTERMEDIATE_TASKS  # noqa: E402  (after the synthetic tasks on purpose)
-from tasks.xtreme_tasks import TARGET_TASKS  # noqa: E402
+from xstilts.tasks.english_tasks import INTERMEDIATE_TASKS  # noqa: E402  (after the synthetic tasks on purpose)
+from xstilts.tasks.xtreme_tasks import TARGET_TASKS  # noqa: E402
 
 for _task in TARGET_TASKS + INTERMEDIATE_TASKS:
     register(_task)

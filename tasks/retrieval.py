@@ -48,8 +48,8 @@ import math
 
 import torch
 
-from tasks.base import DataOptions, RetrievalCorpus, TaskDataError, TaskSpec
-from tasks.metrics import accuracy, bucc_prf
+from xstilts.tasks.base import DataOptions, RetrievalCorpus, TaskDataError, TaskSpec
+from xstilts.tasks.metrics import accuracy, bucc_prf
 
 BUCC_METRIC = "f1"  # a retrieval task whose metric is f1 is mined BUCC-style ...
 TATOEBA_METRIC = "accuracy"  # ... one whose metric is accuracy is searched Tatoeba-style ...
@@ -99,10 +99,10 @@ def embed_sentences(model, tokenizer, sentences, layer: int | None = None, batch
     if not sentences:
         return out
     model.eval()
-    from tasks.modeling import usable_length  # imported here: tasks.modeling loads transformers
+    from xstilts.tasks.modeling import usable_length  # imported here: xstilts.tasks.modeling loads transformers
 
     # Single sentences: segment 0 everywhere, which is also what every encoder fills in when
-    # token_type_ids are left out, so none are passed (see tasks.modeling._wants_segment_ids).
+    # token_type_ids are left out, so none are passed (see xstilts.tasks.modeling._wants_segment_ids).
     encoded = tokenizer(sentences, truncation=True, max_length=usable_length(tokenizer, max_length))["input_ids"]
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0  # masked out either way

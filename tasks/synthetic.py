@@ -23,12 +23,12 @@ from __future__ import annotations
 import hashlib
 import random
 
-from tasks.base import DataOptions, PairExample, SpanQAExample, TaggingExample
+from xstilts.tasks.base import DataOptions, PairExample, SpanQAExample, TaggingExample
 
 LANGUAGES = ("en", "near", "mid", "far")
 _SHARED_FRACTION = {"en": 1.0, "near": 0.7, "mid": 0.3, "far": 0.0}
 _VERB_FINAL = {"far"}
-# Public names for tasks.languages (the synthetic languages' distance from English).
+# Public names for xstilts.tasks.languages (the synthetic languages' distance from English).
 SHARED_FRACTION = _SHARED_FRACTION
 VERB_FINAL = frozenset(_VERB_FINAL)
 
@@ -232,7 +232,7 @@ def corpus(sentences_per_language: int = 2000, seed: int = 0) -> list[str]:
 def synthetic_retrieval_loader(salt: str, size: int = 200):
     """Tatoeba-like parallel sentences: line i of a language translates line i of English (same
     concepts, that language's words and word order); one `RetrievalCorpus` per language."""
-    from tasks.base import RetrievalCorpus
+    from xstilts.tasks.base import RetrievalCorpus
 
     def load(split: str, language: str, options: DataOptions) -> list:
         seed = f"{salt}:retrieval:{split}:{options.seed}"  # the same English side for every language

@@ -16,7 +16,7 @@ import json
 import os
 from typing import Any, Callable
 
-from tasks import metrics
+from xstilts.tasks import metrics
 
 
 class EvaluationInputError(ValueError):

@@ -18,12 +18,12 @@ from __future__ import annotations
 import os
 import re
 
-from tasks.base import DataOptions, MultipleChoiceExample, RetrievalCorpus, TaggingExample, TaskDataError, TaskSpec
-from tasks.formats import (class_name, data_error, hub_pairs, hub_split_names, hub_splits, hub_squad, lareqa_corpus,
+from xstilts.tasks.base import DataOptions, MultipleChoiceExample, RetrievalCorpus, TaggingExample, TaskDataError, TaskSpec
+from xstilts.tasks.formats import (class_name, data_error, hub_pairs, hub_split_names, hub_splits, hub_squad, lareqa_corpus,
                            local_or_hub, pair_examples, read_bucc, read_conllu, read_copa, read_mewsli_entities,
                            read_mewsli_mentions, read_pairs, read_squad, read_tatoeba, read_token_tags, resolve_files,
                            unique_question_ids)
-from tasks.xtreme_eval import OFFICIAL_LANGUAGES
+from xstilts.tasks.xtreme_eval import OFFICIAL_LANGUAGES
 
 NLI_LABELS = ("entailment", "neutral", "contradiction")
 # Raw labels of the official files -> ours: XNLI-MT's "contradictory", ANLI's one-letter codes.

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import pytest
 
-from study.rehearsal import FakeAutoscalingCluster, LocalS3Server, RehearsalError, find_weed
+from xstilts.study.rehearsal import FakeAutoscalingCluster, LocalS3Server, RehearsalError, find_weed
 
 TEST_BUCKET = "xstilts-test"
 IDLE_TIMEOUT_MINUTES = 0.25  # tests want released nodes within ~20 s

@@ -23,7 +23,7 @@ def one_thread():
 @pytest.fixture(scope="session")
 def tokenizer_dir(tmp_path_factory):
     """The embedded model's tokenizer (a tiny XLM-R-style Unigram), built once per session."""
-    from trainables.embedded_model import EmbeddedModelSpec, ensure_embedded_model
+    from xstilts.trainables.embedded_model import EmbeddedModelSpec, ensure_embedded_model
 
     cache = tmp_path_factory.getbasetemp() / "xstilts-embedded"
     return ensure_embedded_model(cache, EmbeddedModelSpec(**TINY_SPEC), log=lambda *_: None)

@@ -1,4 +1,4 @@
-"""The research-question tables (analysis.tables) on trial records built by hand: no Ray, no MLflow.
+"""The research-question tables (xstilts.analysis.tables) on trial records built by hand: no Ray, no MLflow.
 
 Expected numbers are worked out by hand in the comments.
 """
@@ -8,12 +8,12 @@ import json
 
 import pytest
 
-from analysis.records import TrialRecord
-from analysis.select import best_per_target, best_per_target_by_rule
-from analysis.tables import (Table, comparison_tables, english_dev_table, language_gain_table, language_table,
+from xstilts.analysis.records import TrialRecord
+from xstilts.analysis.select import best_per_target, best_per_target_by_rule
+from xstilts.analysis.tables import (Table, comparison_tables, english_dev_table, language_gain_table, language_table,
                              selection_disagreement, selection_rules_table, study_tables, summarize, summary_json,
                              xtreme_style_scores, zero_shot_table)
-from tasks.xtreme_eval import OFFICIAL_LANGUAGES, aggregate_task_scores, xtreme_aggregate
+from xstilts.tasks.xtreme_eval import OFFICIAL_LANGUAGES, aggregate_task_scores, xtreme_aggregate
 
 approx = pytest.approx
 XNLI, PANX = "synthetic_xnli", "synthetic_panx"

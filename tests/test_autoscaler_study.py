@@ -1,7 +1,7 @@
-"""A study on Ray's fake multi-node autoscaler (study.rehearsal), with storage on a real local S3
+"""A study on Ray's fake multi-node autoscaler (xstilts.study.rehearsal), with storage on a real local S3
 server: the cluster starts with zero worker nodes, `xstilts run --address ...` makes the
 autoscaler launch them, every trial runs on a launched node and finishes, and the idle nodes are
-released afterwards. The same pieces `python -m study.rehearsal` runs for users.
+released afterwards. The same pieces `python -m xstilts.study.rehearsal` runs for users.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import time
 import pytest
 import yaml
 
-from study.config import DEFAULT_CONFIG
+from xstilts.study.config import DEFAULT_CONFIG
 
 pytestmark = pytest.mark.e2e
 
@@ -24,7 +24,7 @@ BUCKET = "xstilts-autoscaler"
 def test_study_scales_workers_up_from_zero_and_releases_them(tmp_path):
     from mlflow.tracking import MlflowClient
 
-    from study.rehearsal import FakeAutoscalingCluster, LocalS3Server
+    from xstilts.study.rehearsal import FakeAutoscalingCluster, LocalS3Server
 
     raw = yaml.safe_load(DEFAULT_CONFIG.read_text())
     raw.update(name="autoscaled", num_samples=2, max_concurrent_trials=2, target_tasks=["synthetic_xnli"],
@@ -60,7 +60,7 @@ def test_study_scales_workers_up_from_zero_and_releases_them(tmp_path):
             (tmp_path / "too_big.yaml").write_text(yaml.safe_dump(
                 {**raw, "resources": {**raw["resources"], "cpus_per_worker": 4},
                  "mlflow": {**raw["mlflow"], "tracking_uri": f"sqlite:///{tmp_path / 'refused.db'}"}}))
-            refused = subprocess.run([sys.executable, "-m", "study.cli", "run", "--config", "too_big.yaml", "--address",
+            refused = subprocess.run([sys.executable, "-m", "xstilts.study.cli", "run", "--config", "too_big.yaml", "--address",
                                       cluster.address, "--name", "too-big"], cwd=tmp_path, capture_output=True,
                                      text=True, timeout=120, env={**env, **cluster.client_env})
             assert refused.returncode == 2, refused.stdout[-2000:] + refused.stderr[-2000:]
@@ -75,7 +75,7 @@ def test_study_scales_workers_up_from_zero_and_releases_them(tmp_path):
             watcher = threading.Thread(target=watch, daemon=True)
             watcher.start()
             submitted = time.monotonic()
-            result = subprocess.run([sys.executable, "-m", "study.cli", "run", "--config", "study.yaml", "--address",
+            result = subprocess.run([sys.executable, "-m", "xstilts.study.cli", "run", "--config", "study.yaml", "--address",
                                      cluster.address, "--name", "autoscaled"], cwd=tmp_path, capture_output=True,
                                     text=True, timeout=900, env={**env, **cluster.client_env})
             stop.set()

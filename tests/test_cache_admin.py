@@ -8,8 +8,8 @@ import time
 import pytest
 from cloud_fixtures import s3_server  # noqa: F401
 
-from study.cli import main
-from trainables.phase_cache import IN_USE_TTL_S, PhaseCache, in_use
+from xstilts.study.cli import main
+from xstilts.trainables.phase_cache import IN_USE_TTL_S, PhaseCache, in_use
 
 DAY = 86400
 
@@ -121,7 +121,7 @@ def test_bad_prune_arguments_are_one_line_and_exit_2(store, capsys, args, field)
 
 def test_prune_on_an_object_store(tmp_path, s3_server, capsys, monkeypatch):  # noqa: F811
     """The same on an S3 storage path (a real SeaweedFS server)."""
-    from xstilts_storage import Location
+    from xstilts.storage import Location
 
     for name, value in s3_server.env.items():
         monkeypatch.setenv(name, value)

@@ -1,6 +1,6 @@
 """The phase-2 and feature cache keys follow content, not paths (issue 14): different weights
 re-saved into the same model folder, or a data file edited in place, are misses; an unchanged
-folder keeps its key and is not read again (trainables.fingerprint's memo)."""
+folder keeps its key and is not read again (xstilts.trainables.fingerprint's memo)."""
 from __future__ import annotations
 
 import dataclasses
@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from tasks import DataOptions, get_task
-from trainables import fingerprint
-from trainables.config import ResourceOptions, TrainingOptions, TrialConfig
-from trainables.feature_cache import feature_key, feature_key_fields
-from trainables.phase_cache import cache_key
-from trainables.trial import intermediate_cache_fields
-from xstilts_storage import publish
-from xstilts_storage.location import NODE_CACHE_ENV
+from xstilts.tasks import DataOptions, get_task
+from xstilts.trainables import fingerprint
+from xstilts.trainables.config import ResourceOptions, TrainingOptions, TrialConfig
+from xstilts.trainables.feature_cache import feature_key, feature_key_fields
+from xstilts.trainables.phase_cache import cache_key
+from xstilts.trainables.trial import intermediate_cache_fields
+from xstilts.storage import publish
+from xstilts.storage.location import NODE_CACHE_ENV
 
 BASE = TrialConfig(
     study_name="s", target_task="synthetic_xnli", intermediate_task="synthetic_mnli", intermediate_lr=1e-3,

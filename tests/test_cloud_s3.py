@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from study.config import DEFAULT_CONFIG
+from xstilts.study.config import DEFAULT_CONFIG
 
 pytestmark = pytest.mark.e2e
 
@@ -74,7 +74,7 @@ def cloud(tmp_path_factory):
     import ray
     from ray.cluster_utils import Cluster
 
-    from study.rehearsal import LocalS3Server
+    from xstilts.study.rehearsal import LocalS3Server
 
     root = tmp_path_factory.mktemp("cloud")
     patch = pytest.MonkeyPatch()
@@ -120,7 +120,7 @@ def _write_config(folder: Path, name: str, intermediate_lr: float, targets: list
 
 
 def _cli(folder: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "study.cli", *args], cwd=folder, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "xstilts.study.cli", *args], cwd=folder, capture_output=True, text=True,
                           timeout=timeout, env=dict(os.environ))
 
 
@@ -142,7 +142,7 @@ def _phase2_counts(trials) -> tuple[int, int]:
 
 
 def _bucket_files(prefix: str) -> dict[str, int]:
-    from xstilts_storage import Location
+    from xstilts.storage import Location
 
     return Location(f"s3://{BUCKET}/{prefix}").files()
 
@@ -150,7 +150,7 @@ def _bucket_files(prefix: str) -> dict[str, int]:
 def test_study_on_object_storage_across_nodes(cloud, tmp_path):
     from mlflow.tracking import MlflowClient
 
-    from trainables.leases import ACTOR_NAMESPACE, actor_name
+    from xstilts.trainables.leases import ACTOR_NAMESPACE, actor_name
 
     uri, sim = cloud["mlflow"].uri, cloud["sim"]
     _write_config(tmp_path, "cloud", 0.001, ["synthetic_xnli", "synthetic_panx"], samples=3)
@@ -247,7 +247,7 @@ def test_study_on_object_storage_across_nodes(cloud, tmp_path):
 
 
 def _read(prefix: str) -> str:
-    from xstilts_storage import Location
+    from xstilts.storage import Location
 
     return Location(f"s3://{BUCKET}/{prefix}").read_text()
 
@@ -257,7 +257,7 @@ def test_killed_driver_resumes_on_object_storage(cloud, tmp_path):
     duplicate MLflow run and no phase-2 configuration trained twice."""
     uri, sim = cloud["mlflow"].uri, cloud["sim"]
     _write_config(tmp_path, "killed", 0.002, ["synthetic_xnli"], samples=3)
-    driver = subprocess.Popen([sys.executable, "-m", "study.cli", "run", "--config", "study.yaml", "--address",
+    driver = subprocess.Popen([sys.executable, "-m", "xstilts.study.cli", "run", "--config", "study.yaml", "--address",
                                sim.address, "--name", "killed", "--tracking-uri", uri], cwd=tmp_path,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(os.environ))
     out: list[str] = []
@@ -319,7 +319,7 @@ def test_phase_cache_leases_on_object_storage(cloud):
         assert results[0]["node"] != results[1]["node"]
 
         # A builder dies holding the lease: another trial takes over once the lease lapses.
-        from trainables.leases import lease_actor
+        from xstilts.trainables.leases import lease_actor
 
         arbiter = lease_actor(root)
         doomed = ray.remote(_get_or_build).options(**on(nodes[0]), max_retries=0).remote(root, "k2", 120.0, "dead")
@@ -340,7 +340,7 @@ def test_phase_cache_leases_on_object_storage(cloud):
 
         # A corrupted entry (a file's bytes changed, same size) is detected by the next node that
         # reads it (copies verified earlier stay valid where they are), removed and rebuilt.
-        from xstilts_storage import Location
+        from xstilts.storage import Location
 
         Location(f"{root}/k1/model.safetensors").write_bytes(b"X" * len(_WEIGHTS))
         fresh = str(cloud["node_tmp"][nodes[1]] / "xstilts-node-cache-fresh")
@@ -371,8 +371,8 @@ def _get_or_build(root: str, key: str, seconds: float, by: str, node_cache: str 
     else:
         os.environ.pop("XSTILTS_NODE_CACHE", None)
 
-    from trainables.leases import LeaseClient, lease_actor
-    from trainables.phase_cache import PhaseCache
+    from xstilts.trainables.leases import LeaseClient, lease_actor
+    from xstilts.trainables.phase_cache import PhaseCache
 
     events: list[str] = []
     cache = PhaseCache(root, leases=LeaseClient(lease_actor(root)), on_event=events.append)
@@ -403,7 +403,7 @@ def test_bad_object_storage_is_refused_before_anything_starts(cloud, tmp_path, c
     else:
         raw["storage_path"] = "s3://no-such-bucket-xstilts/studies"
     config.write_text(yaml.safe_dump(raw))
-    result = subprocess.run([sys.executable, "-m", "study.cli", "run", "--config", "study.yaml"], cwd=tmp_path,
+    result = subprocess.run([sys.executable, "-m", "xstilts.study.cli", "run", "--config", "study.yaml"], cwd=tmp_path,
                             capture_output=True, text=True, timeout=120, env=env)
     assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
     lines = [line for line in result.stderr.splitlines() if line.strip()]

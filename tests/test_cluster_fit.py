@@ -1,8 +1,8 @@
-"""What `study.cluster_fit` reads from an autoscaling config, and the links printed after a study."""
+"""What `xstilts.study.cluster_fit` reads from an autoscaling config, and the links printed after a study."""
 from __future__ import annotations
 
-from study.cluster_fit import fits, node_types_of, worker_bundle
-from trainables.config import ResourceOptions
+from xstilts.study.cluster_fit import fits, node_types_of, worker_bundle
+from xstilts.trainables.config import ResourceOptions
 
 
 def test_a_worker_bundle_fits_a_node_type_only_with_room_for_all_of_it():
@@ -26,7 +26,7 @@ def test_node_types_of_an_autoscaling_config():
 
 
 def test_mlflow_links_go_to_the_runs_page_and_never_show_a_password():
-    from study.cli import mlflow_links
+    from xstilts.study.cli import mlflow_links
 
     local = mlflow_links("sqlite:////tmp/x/mlflow.db", "7", "abc")
     assert local == {"runs": "http://127.0.0.1:5000/#/experiments/7/runs",
@@ -37,9 +37,9 @@ def test_mlflow_links_go_to_the_runs_page_and_never_show_a_password():
 
 
 def test_trial_configs_hold_the_tracking_uri_redacted_and_trials_connect_with_the_real_one(monkeypatch):
-    from study.config import load_config
-    from study.runner import _trial_env, resolve, trial_base_config
-    from trainables.config import TRACKING_URI_ENV, trial_tracking_uri
+    from xstilts.study.config import load_config
+    from xstilts.study.runner import _trial_env, resolve, trial_base_config
+    from xstilts.trainables.config import TRACKING_URI_ENV, trial_tracking_uri
 
     import dataclasses
 

@@ -4,7 +4,7 @@ one head and two worker raylets), run through the real `xstilts run --address ..
 Placement is forced across nodes with resources, not hoped for: the head has no CPU and no
 TRAIN_DRIVER slot, and each worker node has one TRAIN_DRIVER slot and one CPU, so two concurrent
 trials must run their trial processes on two different nodes. Each trial run records the node
-it ran on (tag `xstilts.ray_node_id`, trainables.tracking) and Ray's state API records where the
+it ran on (tag `xstilts.ray_node_id`, xstilts.trainables.tracking) and Ray's state API records where the
 Train workers ran; all trials land in one MLflow store under one parent run.
 
 The same cluster shows the refusal of a local storage path on more than one node; the study
@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from study.config import DEFAULT_CONFIG
+from xstilts.study.config import DEFAULT_CONFIG
 
 pytestmark = pytest.mark.e2e
 
@@ -67,7 +67,7 @@ def _write_config(root: Path) -> Path:
 
 
 def _run(root: Path, address: str, *extra: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "study.cli", "run", "--config", str(root / "study.yaml"),
+    return subprocess.run([sys.executable, "-m", "xstilts.study.cli", "run", "--config", str(root / "study.yaml"),
                            "--address", address, *extra], cwd=root, capture_output=True, text=True, timeout=600,
                           env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})})
 
@@ -76,7 +76,7 @@ def test_local_storage_refused_on_multi_node_cluster(cluster, tmp_path):
     sim, _ = cluster
     _write_config(tmp_path)
     env = {k: v for k, v in os.environ.items() if k != "XSTILTS_STORAGE_SHARED"}
-    result = subprocess.run([sys.executable, "-m", "study.cli", "run", "--config", "study.yaml", "--address",
+    result = subprocess.run([sys.executable, "-m", "xstilts.study.cli", "run", "--config", "study.yaml", "--address",
                              sim.address, "--name", "refused"], cwd=tmp_path, capture_output=True, text=True,
                             timeout=300, env={**env, "HF_HUB_OFFLINE": "1"})
     assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-3000:]

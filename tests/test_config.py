@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from study.config import DEFAULT_CONFIG, ConfigError, load_config, parse_config
+from xstilts.study.config import DEFAULT_CONFIG, ConfigError, load_config, parse_config
 
 BASE = yaml.safe_load(DEFAULT_CONFIG.read_text())
 
@@ -91,7 +91,7 @@ def _ray_dir(tmp_path: Path) -> Path:
 
 def _run_cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "XSTILTS_CACHE": str(tmp_path / "cache"), "RAY_TMPDIR": str(_ray_dir(tmp_path))}
-    return subprocess.run([sys.executable, "-m", "study.cli", *args], cwd=tmp_path, env=env,
+    return subprocess.run([sys.executable, "-m", "xstilts.study.cli", *args], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=120)
 
 

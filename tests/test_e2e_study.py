@@ -12,7 +12,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from study.config import DEFAULT_CONFIG
+from xstilts.study.config import DEFAULT_CONFIG
 
 pytestmark = pytest.mark.e2e
 
@@ -20,7 +20,7 @@ TARGETS = ["synthetic_xnli", "synthetic_panx"]
 
 
 def _cli(cwd: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "study.cli", *args], cwd=cwd, capture_output=True,
+    result = subprocess.run([sys.executable, "-m", "xstilts.study.cli", *args], cwd=cwd, capture_output=True,
                             text=True, timeout=timeout, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     return result
 
@@ -115,8 +115,8 @@ def test_export_loads_with_from_pretrained_and_reproduces_metric(study):
     root, uri, _ = study
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from tasks import get_task
-    from tasks.modeling import evaluate
+    from xstilts.tasks import get_task
+    from xstilts.tasks.modeling import evaluate
 
     out = root / "exported-xnli"
     result = _cli(root, "export", "--study", "e2e-study", "--target", "synthetic_xnli", "--out", str(out), "--tracking-uri", uri)

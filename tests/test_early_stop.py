@@ -18,7 +18,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from study.config import DEFAULT_CONFIG
+from xstilts.study.config import DEFAULT_CONFIG
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,8 +27,8 @@ DRIVER = textwrap.dedent("""
     import yaml
     from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
-    import study.runner as runner
-    from study.config import parse_config
+    import xstilts.study.runner as runner
+    from xstilts.study.config import parse_config
 
     class StopAfterFirstEpoch(FIFOScheduler):
         def on_trial_result(self, tune_controller, trial, result):
@@ -107,7 +107,7 @@ def test_an_error_after_the_stop_request_closes_the_run_as_killed(monkeypatch, t
                                                                    stopped_by_study, status):
     import ray.tune
 
-    import trainables.trial as trial_module
+    import xstilts.trainables.trial as trial_module
 
     event = threading.Event()
 
@@ -138,7 +138,7 @@ def test_an_error_after_the_stop_request_closes_the_run_as_killed(monkeypatch, t
 
 
 def test_stopped_by_study_reads_the_callbacks_tag(tmp_path):
-    from trainables.tracking import TrialRun
+    from xstilts.trainables.tracking import TrialRun
 
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     experiment_id = client.create_experiment("x")

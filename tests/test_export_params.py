@@ -1,6 +1,6 @@
 """verify_export re-scores an exported model with the evaluation cap its trial used, read back from
 the MLflow params (where a mapping is stored as its Python repr)."""
-from analysis.export import _eval_cap
+from xstilts.analysis.export import _eval_cap
 
 
 def test_eval_cap_from_logged_params():

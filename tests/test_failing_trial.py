@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from study.config import DEFAULT_CONFIG
+from xstilts.study.config import DEFAULT_CONFIG
 
 pytestmark = pytest.mark.e2e
 
@@ -47,7 +47,7 @@ def test_failing_trial_is_recorded_and_study_goes_on(tmp_path):
     raw["resources"].update(max_failures=0)  # a parse error is not a lost worker: no Train retry
     (tmp_path / "study.yaml").write_text(yaml.safe_dump(raw))
 
-    result = subprocess.run([sys.executable, "-m", "study.cli", "run", "--config", "study.yaml", "--name", NAME],
+    result = subprocess.run([sys.executable, "-m", "xstilts.study.cli", "run", "--config", "study.yaml", "--name", NAME],
                             cwd=tmp_path, capture_output=True, text=True, timeout=600,
                             env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -76,7 +76,7 @@ def test_failing_trial_is_recorded_and_study_goes_on(tmp_path):
 
     # Fix the data; `resume` restarts the errored trials (by default) under the same trial ids.
     shutil.copy(FIXTURES / "qqp" / "train.tsv", data / "train.tsv")
-    resumed = subprocess.run([sys.executable, "-m", "study.cli", "resume", NAME], cwd=tmp_path, capture_output=True,
+    resumed = subprocess.run([sys.executable, "-m", "xstilts.study.cli", "resume", NAME], cwd=tmp_path, capture_output=True,
                              text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     runs = client.search_runs([experiment.experiment_id])

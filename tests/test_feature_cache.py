@@ -10,15 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from tasks import DataOptions, get_task
-from tasks.modeling import encode
-from trainables.feature_cache import (FeatureCache, cached_encode, feature_key, feature_key_fields,
+from xstilts.tasks import DataOptions, get_task
+from xstilts.tasks.modeling import encode
+from xstilts.trainables.feature_cache import (FeatureCache, cached_encode, feature_key, feature_key_fields,
                                       tokenizer_fingerprint)
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> str:
-    from trainables.embedded_model import EmbeddedModelSpec, ensure_embedded_model
+    from xstilts.trainables.embedded_model import EmbeddedModelSpec, ensure_embedded_model
 
     # The tokenizer is what matters here; no MLM steps, so it builds in seconds.
     return ensure_embedded_model(tmp_path_factory.mktemp("models"), EmbeddedModelSpec(mlm_steps=0), log=lambda *a: None)

@@ -7,12 +7,12 @@ import pytest
 import torch
 from types import SimpleNamespace
 
-from tasks.base import MultipleChoiceExample, SpanQAExample, TaskSpec
+from xstilts.tasks.base import MultipleChoiceExample, SpanQAExample, TaskSpec
 
 transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
 
-from tasks.modeling import (TRAINABLE_KINDS, Features, MultipleChoiceFeatures, QAFeatures,  # noqa: E402
+from xstilts.tasks.modeling import (TRAINABLE_KINDS, Features, MultipleChoiceFeatures, QAFeatures,  # noqa: E402
                             batches_by_length, choice_label, collate, decode_answers, effective_doc_stride,
                             encode, evaluate, head_class, load_model_for_task, majority_baseline, predict, score)
 
@@ -319,7 +319,7 @@ def test_qa_refuses_duplicate_ids(tokenizer):
 # ---------------------------------------------------------------------------------------------
 
 def test_classification_and_tagging_features_are_unchanged(tokenizer):
-    from tasks import get_task
+    from xstilts.tasks import get_task
 
     xnli, panx = get_task("synthetic_xnli"), get_task("synthetic_panx")
     examples = xnli.load("dev", "en")[:5]
@@ -339,9 +339,9 @@ def test_classification_and_tagging_features_are_unchanged(tokenizer):
 def test_a_word_whose_first_piece_is_a_bare_word_start_is_labelled_on_its_next_piece(tokenizer):
     """XLM-R-style SentencePiece splits many (Chinese, Japanese) words into a bare "▁" + the rest;
     the tag then goes on the first piece that is not the bare marker, one labelled piece per word."""
-    from tasks import get_task
-    from tasks.base import TaggingExample
-    from tasks.modeling import bare_word_start_id, word_label_positions
+    from xstilts.tasks import get_task
+    from xstilts.tasks.base import TaggingExample
+    from xstilts.tasks.modeling import bare_word_start_id, word_label_positions
 
     bare = bare_word_start_id(tokenizer)
     assert bare is not None and tokenizer.convert_ids_to_tokens(bare) == "\u2581"

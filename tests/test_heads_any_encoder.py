@@ -19,15 +19,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from tasks.base import MultipleChoiceExample, PairExample, RetrievalCorpus, SpanQAExample, TaskSpec
+from xstilts.tasks.base import MultipleChoiceExample, PairExample, RetrievalCorpus, SpanQAExample, TaskSpec
 
 transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
 
-from tasks.modeling import (MultipleChoiceFeatures, QAFeatures, batches_by_length, collate, encode,  # noqa: E402
+from xstilts.tasks.modeling import (MultipleChoiceFeatures, QAFeatures, batches_by_length, collate, encode,  # noqa: E402
                             evaluate, freeze_embeddings, load_model_for_task, max_positions, predict, score,
                             usable_length)
-from tasks.retrieval import embed_sentences, evaluate_corpus, load_encoder  # noqa: E402
+from xstilts.tasks.retrieval import embed_sentences, evaluate_corpus, load_encoder  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # one_thread, tokenizer_dir, tokenizer: tests/conftest.py
 
@@ -100,7 +100,7 @@ def _mean(values):
 # ---------------------------------------------------------------------------------------------
 
 def test_classification_trains_on_bert(tokenizer, bert_dir):
-    from tasks import get_task
+    from xstilts.tasks import get_task
     from transformers import BertForSequenceClassification
 
     xnli = get_task("synthetic_xnli")
@@ -119,7 +119,7 @@ def test_classification_trains_on_bert(tokenizer, bert_dir):
 
 
 def test_tagging_trains_on_bert(tokenizer, bert_dir):
-    from tasks import get_task
+    from xstilts.tasks import get_task
 
     panx = get_task("synthetic_panx")
     examples = panx.load("train", "en")[:12]
@@ -170,7 +170,7 @@ def test_span_qa_trains_on_bert(tokenizer, bert_dir):
 # ---------------------------------------------------------------------------------------------
 
 def test_segment_ids_reach_the_model_when_the_tokenizer_makes_them(tokenizer, segment_tokenizer, bert_dir):
-    from tasks import get_task
+    from xstilts.tasks import get_task
 
     xnli = get_task("synthetic_xnli")
     examples = xnli.load("dev", "en")[:6]
@@ -263,7 +263,7 @@ def test_collate_pads_with_zero_when_the_tokenizer_has_no_pad_token(tokenizer):
 def test_phase2_encoder_of_a_bert_head_reloads_for_retrieval_and_a_new_head(tokenizer, bert_dir, tmp_path):
     """What the train loop does at the end of phase 2 (`base_model.save_pretrained`), then what a
     retrieval target and phase 3 do with that folder."""
-    from tasks import get_task
+    from xstilts.tasks import get_task
     from transformers import BertForTokenClassification, BertModel
 
     model = load_model_for_task(get_task("synthetic_xnli"), bert_dir)
@@ -296,7 +296,7 @@ def test_retrieval_pooling_on_bert(tokenizer, bert_dir):
 # ---------------------------------------------------------------------------------------------
 
 def test_freeze_embeddings_keeps_the_word_embeddings_and_trains_the_rest(tokenizer, bert_dir):
-    from tasks import get_task
+    from xstilts.tasks import get_task
 
     xnli = get_task("synthetic_xnli")
     model = load_model_for_task(xnli, bert_dir)
@@ -323,7 +323,7 @@ def test_freeze_embeddings_keeps_the_word_embeddings_and_trains_the_rest(tokeniz
 
 
 def test_freeze_embeddings_on_wrapped_models(tokenizer, bert_dir):
-    from tasks import get_task
+    from xstilts.tasks import get_task
 
     class Wrapper(torch.nn.Module):  # like DDP (.module) or the multi-task model (heads inside)
         def __init__(self, inner):
@@ -347,7 +347,7 @@ def test_freeze_embeddings_on_wrapped_models(tokenizer, bert_dir):
                     reason=f"no multilingual-e5-small folder at {ME5_PATH} (build it with "
                            "../shared/tools/build_me5_small.py, or set XSTILTS_ME5_PATH)")
 def test_real_me5_small_classification_and_retrieval():
-    from tasks import get_task
+    from xstilts.tasks import get_task
     from transformers import AutoTokenizer, BertForSequenceClassification
 
     tokenizer = AutoTokenizer.from_pretrained(ME5_PATH)

@@ -25,8 +25,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from study import cli
-from study.config import DEFAULT_CONFIG, ConfigError, load_config, load_yaml_text, parse_config
+from xstilts.study import cli
+from xstilts.study.config import DEFAULT_CONFIG, ConfigError, load_config, load_yaml_text, parse_config
 
 REPO = Path(__file__).resolve().parents[1]
 BASE_TEXT = DEFAULT_CONFIG.read_text()
@@ -525,7 +525,7 @@ def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     env.pop("MLFLOW_TRACKING_URI", None)
     cwd = tmp_path / "cwd"
     cwd.mkdir(exist_ok=True)
-    return subprocess.run([sys.executable, "-m", "study.cli", *args], cwd=cwd, env=env,
+    return subprocess.run([sys.executable, "-m", "xstilts.study.cli", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=60)
 
 

@@ -1,4 +1,4 @@
-"""The metric functions in tasks.metrics, on hand-computed examples.
+"""The metric functions in xstilts.tasks.metrics, on hand-computed examples.
 
 Every expected value is worked out in the comment next to it (chunks, shared tokens, set sizes).
 """
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.metrics import (
+from xstilts.tasks.metrics import (
     MLQA_LANGUAGES,
     accuracy,
     bucc_prf,

@@ -44,7 +44,7 @@ def test_two_trial_slice_of_the_real_study(tmp_path):
     path.write_text(yaml.safe_dump(config))
     # Ray's socket paths must stay under 107 bytes: a short temp dir, not the test's tmp_path.
     env = {**os.environ, "RAY_TMPDIR": tempfile.mkdtemp(prefix="ray-me5-", dir="/tmp")}
-    done = subprocess.run([sys.executable, "-m", "study.cli", "run", "--config", str(path)], cwd=ROOT, env=env,
+    done = subprocess.run([sys.executable, "-m", "xstilts.study.cli", "run", "--config", str(path)], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=1800)
     assert done.returncode == 0, done.stderr[-3000:]
 

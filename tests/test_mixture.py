@@ -1,4 +1,4 @@
-"""tasks.mixture: sampling probabilities (exact), the seeded schedule (deterministic, and its
+"""xstilts.tasks.mixture: sampling probabilities (exact), the seeded schedule (deterministic, and its
 proportions statistically), and the checks on a mixture's definition."""
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from collections import Counter
 
 import pytest
 
-from tasks import get_task
-from tasks.mixture import ANLI_PLUS, TaskMixture, sample_schedule, sampling_probabilities
+from xstilts.tasks import get_task
+from xstilts.tasks.mixture import ANLI_PLUS, TaskMixture, sample_schedule, sampling_probabilities
 
 approx = pytest.approx
 

@@ -6,10 +6,10 @@ import copy
 
 import pytest
 
-from study.config import ConfigError, parse_config
-from study.search import DefineSpace, make_searcher
-from trainables.config import TrialConfig
-from trainables.trial import intermediate_cache_fields, intermediate_params, phase2_sources, target_sources
+from xstilts.study.config import ConfigError, parse_config
+from xstilts.study.search import DefineSpace, make_searcher
+from xstilts.trainables.config import TrialConfig
+from xstilts.trainables.trial import intermediate_cache_fields, intermediate_params, phase2_sources, target_sources
 
 
 def _raw(tmp_path, **changes):
@@ -62,7 +62,7 @@ def test_weights_set_the_ratio_and_reach_the_trial(tmp_path):
     assert trial.intermediate_weights == (3, 1)
     assert intermediate_params(trial)["intermediate_weights"] == "3,1"
     assert intermediate_cache_fields(trial)["weights"] == [3, 1]
-    from trainables.multitask import mixture_steps, source_probabilities
+    from xstilts.trainables.multitask import mixture_steps, source_probabilities
 
     counts = {"synthetic_mnli@en": 200, "synthetic_mnli@near": 200}
     weights = {"synthetic_mnli@en": 3.0, "synthetic_mnli@near": 1.0}
@@ -89,7 +89,7 @@ def test_phase_cache_keys_follow_what_is_trained_not_the_name(tmp_path):
 
 def test_translate_train_uses_every_target_language(tmp_path):
     config = parse_config(_raw(tmp_path))
-    from tasks import get_task
+    from xstilts.tasks import get_task
 
     target = get_task("synthetic_xnli")
     assert target_sources(_trial(config, "none", "english"), target) is None
@@ -174,9 +174,9 @@ def test_each_intermediate_first_puts_every_choice_at_the_front(tmp_path):
 
 def test_a_target_without_english_dev_passes_the_preflight_and_holds_out(tmp_path, tokenizer, tokenizer_dir):
     """PAWS-X-like: only an English training file (and zero-shot dev files) exist locally."""
-    from tasks import DataOptions
-    from trainables.config import PhaseConfig, TrainingOptions
-    from trainables.train_loop import _holdout_size
+    from xstilts.tasks import DataOptions
+    from xstilts.trainables.config import PhaseConfig, TrainingOptions
+    from xstilts.trainables.train_loop import _holdout_size
 
     data = tmp_path / "data" / "xnli"
     data.mkdir(parents=True)
@@ -190,7 +190,7 @@ def test_a_target_without_english_dev_passes_the_preflight_and_holds_out(tmp_pat
     options = DataOptions(config.data_dir, None, 0)
     cfg = PhaseConfig(phase="target", task="xnli", init_path=tokenizer_dir, tokenizer_path=tokenizer_dir,
                       learning_rate=1e-5, epochs=1, seed=0, training=TrainingOptions(), data_dir=config.data_dir)
-    from tasks import get_task
+    from xstilts.tasks import get_task
 
     assert _holdout_size(get_task("xnli"), "en", options, options, cfg) == 5  # 10 % of 50
     # A dev split that is the training file itself does not count as a dev split.

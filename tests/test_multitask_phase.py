@@ -10,11 +10,11 @@ import os
 import pytest
 import torch
 
-from tasks import DataOptions, get_task
-from tasks.mixture import TaskMixture, sampling_probabilities
-from trainables.config import PhaseConfig, TrainingOptions
-from trainables.multitask import (MLM_HEAD, build_multitask_model, load_mlm_corpus, mask_tokens, mixture_steps)
-from trainables.train_loop import _early_stopping_update, _holdout_size, _Source
+from xstilts.tasks import DataOptions, get_task
+from xstilts.tasks.mixture import TaskMixture, sampling_probabilities
+from xstilts.trainables.config import PhaseConfig, TrainingOptions
+from xstilts.trainables.multitask import (MLM_HEAD, build_multitask_model, load_mlm_corpus, mask_tokens, mixture_steps)
+from xstilts.trainables.train_loop import _early_stopping_update, _holdout_size, _Source
 
 
 @pytest.fixture(scope="module")
@@ -142,8 +142,8 @@ def test_mixture_phase_with_mlm_on_two_ddp_workers(tmp_path, monkeypatch):
     from ray.train.torch import TorchTrainer
     from transformers import AutoModel
 
-    from trainables.embedded_model import EmbeddedModelSpec, ensure_embedded_model
-    from trainables.train_loop import ENCODER_DIR, PROGRESS_FILE_ENV, train_phase
+    from xstilts.trainables.embedded_model import EmbeddedModelSpec, ensure_embedded_model
+    from xstilts.trainables.train_loop import ENCODER_DIR, PROGRESS_FILE_ENV, train_phase
 
     model = ensure_embedded_model(tmp_path / "models", EmbeddedModelSpec(mlm_steps=0), log=lambda *a: None)
     progress = tmp_path / "progress.jsonl"

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from trainables.config import ResourceOptions, TrainingOptions, TrialConfig
-from trainables.phase_cache import MANIFEST, PhaseCache, cache_key
-from trainables.trial import intermediate_cache_fields
+from xstilts.trainables.config import ResourceOptions, TrainingOptions, TrialConfig
+from xstilts.trainables.phase_cache import MANIFEST, PhaseCache, cache_key
+from xstilts.trainables.trial import intermediate_cache_fields
 
 
 def _fake_encoder(folder: Path, content: str = "weights") -> Path:

@@ -8,7 +8,7 @@ import sys
 
 import yaml
 
-from study.config import DEFAULT_CONFIG
+from xstilts.study.config import DEFAULT_CONFIG
 
 
 def _config(tmp_path):
@@ -25,7 +25,7 @@ def _config(tmp_path):
 
 
 def _plan(capsys, *args) -> dict:
-    from study.cli import main
+    from xstilts.study.cli import main
 
     assert main(["plan", *args, "--json"]) == 0
     return json.loads(capsys.readouterr().out)
@@ -33,7 +33,7 @@ def _plan(capsys, *args) -> dict:
 
 def test_plan_prints_the_study_and_writes_nothing(tmp_path):
     config = _config(tmp_path)
-    result = subprocess.run([sys.executable, "-m", "study.cli", "plan", "--config", str(config)], cwd=tmp_path,
+    result = subprocess.run([sys.executable, "-m", "xstilts.study.cli", "plan", "--config", str(config)], cwd=tmp_path,
                             capture_output=True, text=True, timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert result.returncode == 0, result.stderr
     out = result.stdout
@@ -48,9 +48,9 @@ def test_plan_prints_the_study_and_writes_nothing(tmp_path):
 def test_plan_reports_cached_phase2_trainings_and_a_measured_rate(tmp_path, capsys):
     import ray
 
-    from tasks import get_task
-    from trainables.embedded_model import ensure_embedded_model
-    from trainables.phase_cache import PhaseCache
+    from xstilts.tasks import get_task
+    from xstilts.trainables.embedded_model import ensure_embedded_model
+    from xstilts.trainables.phase_cache import PhaseCache
 
     config = _config(tmp_path)
     ensure_embedded_model(tmp_path / "store" / "embedded_models", log=lambda *_: None)  # as a first study would
@@ -83,7 +83,7 @@ def test_plan_of_a_bad_config_is_one_line_and_exit_2(tmp_path):
     raw = yaml.safe_load(DEFAULT_CONFIG.read_text())
     raw["num_samples"] = 0
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(raw))
-    result = subprocess.run([sys.executable, "-m", "study.cli", "plan", "--config", "bad.yaml"], cwd=tmp_path,
+    result = subprocess.run([sys.executable, "-m", "xstilts.study.cli", "plan", "--config", "bad.yaml"], cwd=tmp_path,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and "num_samples" in result.stderr, result.stderr
     assert sorted(os.listdir(tmp_path)) == ["bad.yaml"]

@@ -1,4 +1,4 @@
-"""study.probes: every address and tracking URI the CLI is given is probed with a short deadline
+"""xstilts.study.probes: every address and tracking URI the CLI is given is probed with a short deadline
 before anything starts: a closed port fails at once, a socket that accepts and never answers
 fails at the deadline, a file that is not a database or a missing driver fails with one line."""
 from __future__ import annotations
@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from study.config import ConfigError
-from study.probes import SQLITE_HEADER, parse_ray_address, probe_ray_address, probe_tracking_uri, redact
+from xstilts.study.config import ConfigError
+from xstilts.study.probes import SQLITE_HEADER, parse_ray_address, probe_ray_address, probe_tracking_uri, redact
 
 
 @pytest.fixture

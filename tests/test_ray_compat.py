@@ -1,4 +1,4 @@
-"""Loud failure when a Ray upgrade moves an internal xstilts relies on (trainables.ray_compat).
+"""Loud failure when a Ray upgrade moves an internal xstilts relies on (xstilts.trainables.ray_compat).
 
 At run time each workaround degrades quietly (a study never breaks on it); this test is what
 tells a maintainer which problem would come back, so it names it.
@@ -9,7 +9,7 @@ import importlib
 
 import pytest
 
-from trainables.ray_compat import INTERNALS
+from xstilts.trainables.ray_compat import INTERNALS
 
 
 @pytest.mark.parametrize("module, attribute, lost", INTERNALS, ids=[f"{m}.{a}" for m, a, _ in INTERNALS])
@@ -22,12 +22,12 @@ def test_ray_internal_is_where_xstilts_expects_it(module, attribute, lost):
 
 
 def test_no_ray_internal_is_used_outside_the_compat_module():
-    """One owner: other modules reach Ray internals only through trainables.ray_compat."""
+    """One owner: other modules reach Ray internals only through xstilts.trainables.ray_compat."""
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
     offenders = []
-    for folder in ("study", "trainables", "analysis", "tasks", "xstilts_storage"):
+    for folder in ("study", "trainables", "analysis", "tasks", "xstilts/storage"):
         for path in (root / folder).rglob("*.py"):
             if path.name in ("ray_compat.py", "rehearsal.py"):  # rehearsal drives a test cluster
                 continue

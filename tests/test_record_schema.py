@@ -1,9 +1,9 @@
-"""The record names are built in one place (tasks.record_schema), and the final means once."""
+"""The record names are built in one place (xstilts.tasks.record_schema), and the final means once."""
 from __future__ import annotations
 
 import pytest
 
-from tasks.record_schema import (FINAL_ALL_LANGUAGES, FINAL_CHANCE_PREFIX, FINAL_DEV_PREFIX, FINAL_EN_DEV,
+from xstilts.tasks.record_schema import (FINAL_ALL_LANGUAGES, FINAL_CHANCE_PREFIX, FINAL_DEV_PREFIX, FINAL_EN_DEV,
                                  FINAL_PREFIX, FINAL_ZERO_SHOT, final_chance, final_dev, summarize_final)
 
 

@@ -20,11 +20,11 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from analysis.records import TrialRecord
-from analysis.registry import MODEL_ARTIFACT_PATH, RegistryError, alias_for, fetch_registered, register_export
-from analysis.select import Selection
-from study.cli import main
-from study.config import DEFAULT_CONFIG
+from xstilts.analysis.records import TrialRecord
+from xstilts.analysis.registry import MODEL_ARTIFACT_PATH, RegistryError, alias_for, fetch_registered, register_export
+from xstilts.analysis.select import Selection
+from xstilts.study.cli import main
+from xstilts.study.config import DEFAULT_CONFIG
 
 STUDY = "registry-study"
 TARGETS = ["synthetic_xnli", "synthetic_panx"]
@@ -128,7 +128,7 @@ def test_from_registry_bad_input(fake):
 # ------------------------------------------------------------------------------------------------
 
 def _cli(cwd: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "study.cli", *args], cwd=cwd, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "xstilts.study.cli", *args], cwd=cwd, capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, "HF_HUB_OFFLINE": "1"})
 
 
@@ -155,8 +155,8 @@ def test_export_registers_and_from_registry_reproduces(study):
     root, uri = study
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from tasks import get_task
-    from tasks.modeling import evaluate
+    from xstilts.tasks import get_task
+    from xstilts.tasks.modeling import evaluate
 
     exported = root / "xnli-exported"
     result = _cli(root, "export", "--study", STUDY, "--target", "synthetic_xnli", "--out", str(exported), "--tracking-uri", uri)

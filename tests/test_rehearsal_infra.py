@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from study.rehearsal import FakeAutoscalingCluster, port_answers
+from xstilts.study.rehearsal import FakeAutoscalingCluster, port_answers
 # tests/ is on sys.path under pytest's default import mode (test files without __init__.py), so this
 # works with both `pytest` and `python -m pytest`, from any directory; `from tests.cloud_fixtures`
 # works only with `python -m pytest` run from the repository root (tests/ is not a package).
@@ -148,7 +148,7 @@ def test_stopping_the_cluster_ends_head_and_worker_nodes():
 
 
 def test_rehearsal_command_refuses_bad_input_before_starting_anything(capsys):
-    from study.rehearsal import main
+    from xstilts.study.rehearsal import main
 
     assert main(["--config", "/nonexistent/study.yaml"]) == 2
     assert main(["--workers", "0"]) == 2

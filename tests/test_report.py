@@ -19,11 +19,11 @@ import pytest
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
-from analysis import plots
-from analysis.records import find_study, iter_trials
-from analysis.tables import summarize
-from study.cli import main
-from tasks.record_schema import (TAG_CHECKPOINT, TAG_INTERMEDIATE, TAG_KIND, TAG_PARENT, TAG_SELECTION_METRIC,
+from xstilts.analysis import plots
+from xstilts.analysis.records import find_study, iter_trials
+from xstilts.analysis.tables import summarize
+from xstilts.study.cli import main
+from xstilts.tasks.record_schema import (TAG_CHECKPOINT, TAG_INTERMEDIATE, TAG_KIND, TAG_PARENT, TAG_SELECTION_METRIC,
                                  TAG_STUDY, TAG_TARGET, TAG_TRIAL_ID)
 
 TARGETS = {"synthetic_xnli": "accuracy", "synthetic_panx": "f1"}

@@ -1,4 +1,4 @@
-"""The research-question analyses (analysis.questions) and their report sections, on MLflow runs
+"""The research-question analyses (xstilts.analysis.questions) and their report sections, on MLflow runs
 logged here by hand with the params, tags and metrics a trial records (tasks/record_schema.py and
 the mixture params: intermediate_sources / _languages / _num_languages / _sampling /
 _temperature, target_train). No Ray. Every number is checked against a direct computation: the
@@ -16,14 +16,14 @@ import pytest
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
-from analysis import questions
-from analysis.questions import (ALL_TARGETS, EN_PLUS, ENGLISH_ONLY, NON_ENGLISH_ONLY, LogFit, family_gains, fit_log,
+from xstilts.analysis import questions
+from xstilts.analysis.questions import (ALL_TARGETS, EN_PLUS, ENGLISH_ONLY, NON_ENGLISH_ONLY, LogFit, family_gains, fit_log,
                                 intermediate_types, mixture_comparison, returns_curves, show_family_section)
-from analysis.records import find_study, iter_trials
-from analysis.report import build_sections
-from analysis.tables import summarize, xtreme_style_scores
-from study.cli import main
-from tasks.record_schema import (TAG_CHECKPOINT, TAG_INTERMEDIATE, TAG_KIND, TAG_PARENT, TAG_SELECTION_METRIC,
+from xstilts.analysis.records import find_study, iter_trials
+from xstilts.analysis.report import build_sections
+from xstilts.analysis.tables import summarize, xtreme_style_scores
+from xstilts.study.cli import main
+from xstilts.tasks.record_schema import (TAG_CHECKPOINT, TAG_INTERMEDIATE, TAG_KIND, TAG_PARENT, TAG_SELECTION_METRIC,
                                  TAG_STUDY, TAG_TARGET, TAG_TRIAL_ID)
 
 approx = pytest.approx

@@ -1,7 +1,7 @@
 """The study configs of the research questions (search_spaces/*.yaml) and their tiny variants
 (search_spaces/tiny/*.yaml).
 
-Every config validates (study.config.load_config); the full-size ones are documented and meant
+Every config validates (xstilts.study.config.load_config); the full-size ones are documented and meant
 for a cluster (real model, GPUs, shared storage, an MLflow server); each tiny variant runs end to
 end through the real CLI on the embedded model and its report shows the section of its question.
 
@@ -25,8 +25,8 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from study.config import load_config
-from trainables.embedded_model import EMBEDDED_MODEL
+from xstilts.study.config import load_config
+from xstilts.trainables.embedded_model import EMBEDDED_MODEL
 
 SPACES = Path(__file__).resolve().parent.parent / "search_spaces"
 QUESTIONS = ["paper", "en_plus_non_en", "nli_vs_qa_xtremer_mbert", "distant_languages", "diminishing_returns"]
@@ -90,7 +90,7 @@ def test_each_full_config_asks_its_question():
 
     mbert = load_config(SPACES / "nli_vs_qa_xtremer_mbert.yaml")
     assert mbert.model == "bert-base-multilingual-cased" and "xcopa" in mbert.target_tasks
-    from tasks import get_task
+    from xstilts.tasks import get_task
 
     kinds = {get_task(t).kind for t in mbert.intermediate_tasks if t != "none"}
     assert kinds == {"classification", "span_qa", "multiple_choice"}
@@ -116,7 +116,7 @@ def test_tiny_variant_is_small(stem):
 def _suggestions(config) -> list[list[dict]]:
     """What each target's search will suggest, in order (its first trials are the baseline and
     then random startup samples: a fixed sequence for a fixed seed)."""
-    from study.search import make_searcher
+    from xstilts.study.search import make_searcher
 
     found = []
     for index, _ in enumerate(config.target_tasks):
@@ -161,7 +161,7 @@ def _free_port() -> int:
 
 
 def _cli_in_process(*args: str) -> tuple[int, str, str]:
-    from study.cli import main
+    from xstilts.study.cli import main
 
     out, err = io.StringIO(), io.StringIO()
     with redirect_stdout(out), redirect_stderr(err):
@@ -186,7 +186,7 @@ def tiny_studies(tmp_path_factory):
         for stem in QUESTIONS:
             started = time.time()
             result = subprocess.run(
-                [sys.executable, "-m", "study.cli", "run", "--config", str(SPACES / "tiny" / f"{stem}.yaml"),
+                [sys.executable, "-m", "xstilts.study.cli", "run", "--config", str(SPACES / "tiny" / f"{stem}.yaml"),
                  "--address", cluster.address, "--name", stem],
                 cwd=root, capture_output=True, text=True, timeout=900,
                 env={**os.environ, "HF_HUB_OFFLINE": "1"})

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from study.config import DEFAULT_CONFIG
+from xstilts.study.config import DEFAULT_CONFIG
 
 pytestmark = pytest.mark.e2e
 NAME = "resume-me"
@@ -39,7 +39,7 @@ def test_driver_killed_then_resumed(tmp_path: Path):
     uri = f"sqlite:///{tmp_path / 'xstilts_runs' / 'mlflow.db'}"
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
 
-    driver = subprocess.Popen([sys.executable, "-m", "study.cli", "run", "--config", "study.yaml", "--name", NAME],
+    driver = subprocess.Popen([sys.executable, "-m", "xstilts.study.cli", "run", "--config", "study.yaml", "--name", NAME],
                               cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     try:
@@ -60,7 +60,7 @@ def test_driver_killed_then_resumed(tmp_path: Path):
     first = {r.data.tags["xstilts.trial_id"]: r for r in finished}
     assert len(_trial_runs(uri)) < 3
 
-    resumed = subprocess.run([sys.executable, "-m", "study.cli", "resume", NAME, "--tracking-uri", uri],
+    resumed = subprocess.run([sys.executable, "-m", "xstilts.study.cli", "resume", NAME, "--tracking-uri", uri],
                              cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert "resuming the search of synthetic_xnli" in resumed.stdout
@@ -78,7 +78,7 @@ def test_driver_killed_then_resumed(tmp_path: Path):
         assert after.info.run_id == before.info.run_id
         assert after.info.end_time == before.info.end_time
 
-    again = subprocess.run([sys.executable, "-m", "study.cli", "resume", "no-such-study", "--tracking-uri", uri],
+    again = subprocess.run([sys.executable, "-m", "xstilts.study.cli", "resume", "no-such-study", "--tracking-uri", uri],
                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert again.returncode == 2 and "no-such-study" in again.stderr
 
@@ -92,7 +92,7 @@ def test_driver_killed_then_resumed(tmp_path: Path):
     assert parent.data.metrics["study_wall_seconds"] == pytest.approx(sum(sessions.values()))
     assert parent.data.metrics["study_wall_seconds"] > sessions[1]
     before = parent.data.metrics["study_wall_seconds"]
-    noop = subprocess.run([sys.executable, "-m", "study.cli", "resume", NAME, "--tracking-uri", uri],
+    noop = subprocess.run([sys.executable, "-m", "xstilts.study.cli", "resume", NAME, "--tracking-uri", uri],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert noop.returncode == 0, noop.stdout[-3000:] + noop.stderr[-3000:]
     parent = _study_run(client)
@@ -119,12 +119,12 @@ def _sessions(client: MlflowClient, run_id: str) -> dict[int, float]:
 
 
 def test_wall_time_sums_sessions_in_a_real_store(tmp_path: Path):
-    """study.tracking against a real sqlite MLflow store, as `run`, a SIGKILLed `resume` (only its
+    """xstilts.study.tracking against a real sqlite MLflow store, as `run`, a SIGKILLed `resume` (only its
     heartbeat on record) and another `resume` leave it; the report reads the sum."""
-    from analysis.records import find_study
-    from analysis.run_stats import run_json, run_table, RunStats
-    from study.tracking import begin_study_session, finish_study_run, start_study_run
-    from tasks.record_schema import TAG_KIND, TAG_STUDY
+    from xstilts.analysis.records import find_study
+    from xstilts.analysis.run_stats import run_json, run_table, RunStats
+    from xstilts.study.tracking import begin_study_session, finish_study_run, start_study_run
+    from xstilts.tasks.record_schema import TAG_KIND, TAG_STUDY
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(uri)
@@ -172,7 +172,7 @@ def test_sigterm_stops_the_whole_study_and_leaves_it_resumable(tmp_path: Path):
     raw["training"].update(target_epochs=2, intermediate_epochs=1, max_train_examples=300)
     (tmp_path / "study.yaml").write_text(yaml.safe_dump(raw))
     uri = f"sqlite:///{tmp_path / 'xstilts_runs' / 'mlflow.db'}"
-    driver = subprocess.Popen([sys.executable, "-m", "study.cli", "run", "--config", "study.yaml", "--name", "term-me"],
+    driver = subprocess.Popen([sys.executable, "-m", "xstilts.study.cli", "run", "--config", "study.yaml", "--name", "term-me"],
                               cwd=tmp_path, env={**os.environ, "HF_HUB_OFFLINE": "1"},
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

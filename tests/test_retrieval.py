@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from tasks.base import DataOptions, RetrievalCorpus, TaskSpec
+from xstilts.tasks.base import DataOptions, RetrievalCorpus, TaskSpec
 
 transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
 
-from tasks.retrieval import (MAP_METRIC, average_precision_at_k, bucc_candidates, bucc_scores,  # noqa: E402
+from xstilts.tasks.retrieval import (MAP_METRIC, average_precision_at_k, bucc_candidates, bucc_scores,  # noqa: E402
                              default_layer, embed_sentences, evaluate_corpus, evaluate_retrieval, limit_corpus, map_scores,
                              optimal_threshold, resolve_layer, tatoeba_scores, top_k)
 
@@ -173,7 +173,7 @@ def test_limit_corpus_keeps_the_first_queries_their_gold_and_fills_with_distract
 
 
 def test_evaluate_retrieval_scores_the_languages_that_have_data(encoder, tokenizer):
-    from tasks import TaskDataError, get_task
+    from xstilts.tasks import TaskDataError, get_task
 
     # The LAReQA fixture holds de and en only: those two are scored, the other nine skipped.
     options = DataOptions(str(FIXTURES))
@@ -242,7 +242,7 @@ def test_map_beyond_rank_20_by_hand():
 
 def test_map_on_the_lareqa_fixture_by_hand():
     """The German questions of the fixture against the pool of both languages' answer sentences."""
-    from tasks import get_task
+    from xstilts.tasks import get_task
 
     (corpus,) = get_task("lareqa").load("dev", "de", DataOptions(str(FIXTURES)))
     assert corpus.target_ids == ("de_1_0", "de_1_1", "en_1_0", "en_1_1")  # the pool, in file order
@@ -256,7 +256,7 @@ def test_map_on_the_lareqa_fixture_by_hand():
 
 
 def test_map_on_the_mewsli_x_fixture_by_hand():
-    from tasks import get_task
+    from xstilts.tasks import get_task
 
     (corpus,) = get_task("mewsli_x").load("dev", "en", DataOptions(str(FIXTURES)))
     assert corpus.target_ids == ("Q100", "Q200", "Q300") and corpus.gold == (("en-1", "Q100"), ("en-2", "Q200"))
@@ -271,7 +271,7 @@ def test_map_on_the_mewsli_x_fixture_by_hand():
 
 def test_map_end_to_end_with_the_encoder_matches_a_plain_ranking(encoder, tokenizer):
     """evaluate_retrieval on the fixtures == AP@20 computed here from the same embeddings."""
-    from tasks import get_task
+    from xstilts.tasks import get_task
 
     options = DataOptions(str(FIXTURES))
     for name, language in (("lareqa", "de"), ("lareqa", "en"), ("mewsli_x", "en"), ("mewsli_x", "de")):
@@ -326,7 +326,7 @@ class FakeRun:
 def test_retrieval_trial_evaluates_the_encoder_and_reports_to_tune(monkeypatch, tmp_path, tokenizer_dir):
     import ray.tune
 
-    import trainables.trial as trial_module
+    import xstilts.trainables.trial as trial_module
 
     corpora = {"xx": _tatoeba_corpus(), "yy": _tatoeba_corpus(wrong_gold=1)}
     task = TaskSpec("toy_tatoeba", "retrieval", ("xx", "yy"), (), "accuracy",
@@ -369,7 +369,7 @@ def test_retrieval_trial_takes_its_own_evaluation_cap(monkeypatch, tmp_path, tok
     study's uniform cap to hold more than a couple of gold pairs)."""
     import ray.tune
 
-    import trainables.trial as trial_module
+    import xstilts.trainables.trial as trial_module
 
     caps = []
 
@@ -405,8 +405,8 @@ def test_lareqa_trial_logs_map_at_20(monkeypatch, tmp_path, tokenizer_dir):
     languages the fixture holds: the branch averages over every language of the task)."""
     import ray.tune
 
-    import trainables.trial as trial_module
-    from tasks import get_task
+    import xstilts.trainables.trial as trial_module
+    from xstilts.tasks import get_task
 
     task = replace(get_task("lareqa"), languages=("de", "en"))
     reports = []

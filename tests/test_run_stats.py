@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from mlflow.tracking import MlflowClient
 
-from analysis.records import TrialRecord, find_study
-from analysis.run_stats import retrieval_layer_table, run_json, run_table
-from analysis.tables import summarize
-from tasks.record_schema import FINAL_ALL_LANGUAGES, FINAL_EN_DEV, TAG_KIND, TAG_STUDY
+from xstilts.analysis.records import TrialRecord, find_study
+from xstilts.analysis.run_stats import retrieval_layer_table, run_json, run_table
+from xstilts.analysis.tables import summarize
+from xstilts.tasks.record_schema import FINAL_ALL_LANGUAGES, FINAL_EN_DEV, TAG_KIND, TAG_STUDY
 
 _n = 0
 

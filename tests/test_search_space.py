@@ -4,8 +4,8 @@ from __future__ import annotations
 import optuna
 import pytest
 
-from study.config import ConfigError, ParamSpec
-from study.search import DefineSpace
+from xstilts.study.config import ConfigError, ParamSpec
+from xstilts.study.search import DefineSpace
 
 SPACE = {
     "intermediate_lr": ParamSpec("choice", values=(1e-3, 3e-4)),
@@ -50,7 +50,7 @@ def test_same_seed_same_points():
 
 
 def test_retrieval_layer_must_be_integer_choices():
-    from study.config import _param_spec
+    from xstilts.study.config import _param_spec
 
     with pytest.raises(ConfigError, match="search_space.retrieval_layer"):
         _param_spec("retrieval_layer", {"type": "uniform", "low": 1, "high": 4})

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from study.config import DEFAULT_CONFIG
+from xstilts.study.config import DEFAULT_CONFIG
 
 REPO = Path(__file__).resolve().parents[1]
 NAME = "secrets"
@@ -52,7 +52,7 @@ def study(tmp_path_factory):
     raw["search"].update(scheduler="fifo", grace_period=1)
     raw["training"].update(target_epochs=1, intermediate_epochs=1, max_train_examples=200, max_eval_examples=100)
     (root / "study.yaml").write_text(yaml.safe_dump(raw))
-    result = subprocess.run([sys.executable, "-m", "study.cli", "run", "--config", "study.yaml", "--name", NAME],
+    result = subprocess.run([sys.executable, "-m", "xstilts.study.cli", "run", "--config", "study.yaml", "--name", NAME],
                             cwd=root, capture_output=True, text=True, timeout=600,
                             env={**os.environ, "HF_HUB_OFFLINE": "1", **planted})
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -104,7 +104,7 @@ def test_no_planted_secret_in_any_file_the_study_wrote(study):
 def test_study_output_shows_no_secret_and_dashboard_on_loopback(study):
     _, planted, result = study
     assert not _found_in(result.stdout + result.stderr, planted)
-    # The local Ray a study starts serves its dashboard on loopback only (study.runner._start_ray).
+    # The local Ray a study starts serves its dashboard on loopback only (xstilts.study.runner._start_ray).
     urls = re.findall(r"dashboard at \S*?https?://([^:/\s\x1b]+):(\d+)", result.stdout + result.stderr)
     assert urls and all(host == "127.0.0.1" for host, _ in urls), urls
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from study.config import DEFAULT_CONFIG, load_config
-from study.runner import ResolvedStudy, _config_yaml, _real_tracking_uri, _study_params
-from study.tracking import is_redacted, redact_uri
+from xstilts.study.config import DEFAULT_CONFIG, load_config
+from xstilts.study.runner import ResolvedStudy, _config_yaml, _real_tracking_uri, _study_params
+from xstilts.study.tracking import is_redacted, redact_uri
 
 REPO = Path(__file__).resolve().parents[1]
 SECRET = "s3cr3t-Pa55"
@@ -21,11 +21,11 @@ SECRET = "s3cr3t-Pa55"
 # --- torch.load(weights_only=True) ------------------------------------------------------------
 
 def _real_train_state():
-    """A train state as trainables.train_loop checkpoints it between epochs."""
+    """A train state as xstilts.trainables.train_loop checkpoints it between epochs."""
     import torch
     from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification, get_linear_schedule_with_warmup
 
-    from trainables.train_loop import _rng_state
+    from xstilts.trainables.train_loop import _rng_state
 
     torch.manual_seed(0)
     model = XLMRobertaForSequenceClassification(XLMRobertaConfig(
@@ -47,7 +47,7 @@ def test_the_real_train_state_loads_with_weights_only(tmp_path):
 
     import torch
 
-    from trainables.train_loop import TRAIN_STATE, _set_rng_state
+    from xstilts.trainables.train_loop import TRAIN_STATE, _set_rng_state
 
     state = _real_train_state()
     torch.save(state, tmp_path / TRAIN_STATE)
@@ -122,7 +122,7 @@ def test_the_parent_run_and_the_stored_config_hold_no_password(uri):
 def test_resume_connects_with_the_real_uri_not_the_redacted_one():
     """What `load_for_resume` does with the stored config: the redacted URI is replaced by the
     URI the study was found at; an unredacted stored URI stays as it was stored."""
-    from study.config import parse_config
+    from xstilts.study.config import parse_config
 
     uri = f"postgresql://alice:{SECRET}@db.internal/mlflow"
     stored = parse_config(yaml.safe_load(_config_yaml(_study(uri))), "the stored study config")
@@ -153,7 +153,7 @@ def test_a_local_ray_listens_on_loopback_only():
     import psutil
     import ray
 
-    from study.runner import _start_ray
+    from xstilts.study.runner import _start_ray
 
     assert not ray.is_initialized()
     _start_ray(None, 1, lambda *_: None)

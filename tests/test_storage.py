@@ -11,10 +11,10 @@ import pyarrow.fs as pafs
 import pytest
 import yaml
 
-from xstilts_storage import (MANIFEST, Location, StorageError, child, filesystem, is_uri, local_copy, probe, publish, published,
+from xstilts.storage import (MANIFEST, Location, StorageError, child, filesystem, is_uri, local_copy, probe, publish, published,
                      to_local, uri_of)
-from study.config import DEFAULT_CONFIG
-from trainables.leases import LeaseClient, LeaseTable
+from xstilts.study.config import DEFAULT_CONFIG
+from xstilts.trainables.leases import LeaseClient, LeaseTable
 
 
 def test_child_joins_uris_with_slashes_and_paths_with_os_path():
@@ -105,7 +105,7 @@ def test_run_with_an_unreachable_object_store_exits_2_and_writes_nothing(tmp_pat
     (tmp_path / "study.yaml").write_text(yaml.safe_dump(raw))
     env = {**os.environ, "AWS_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_REGION": "us-east-1",
            "AWS_ACCESS_KEY_ID": "AKIAEXAMPLEKEY", "AWS_SECRET_ACCESS_KEY": "very-secret-value"}
-    result = subprocess.run([sys.executable, "-m", "study.cli", "run", "--config", "study.yaml"], cwd=tmp_path,
+    result = subprocess.run([sys.executable, "-m", "xstilts.study.cli", "run", "--config", "study.yaml"], cwd=tmp_path,
                             capture_output=True, text=True, timeout=120, env=env)
     assert result.returncode == 2, result.stdout + result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
@@ -163,7 +163,7 @@ def test_lease_client_holds_renews_and_releases():
 
 
 def test_drop_orphan_checkpoints_keeps_the_run_checkpoint_only(tmp_path):
-    from trainables.trial import drop_orphan_checkpoints
+    from xstilts.trainables.trial import drop_orphan_checkpoints
 
     run = tmp_path / "abc-target"
     for name in ("checkpoint_2026-01-01_00-00-01.000001", "checkpoint_2026-01-01_00-00-02.000002"):

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import hashlib
 
-from tasks import get_task
-from tasks.base import DataOptions, SpanQAExample
-from tasks.languages import DISTANCE_BUCKETS, LANGUAGES, distance_of, family_of, language_info
-from tasks.modeling import encode
-from tasks.synthetic import LOCATIONS, PERSONS_FIRST, PERSONS_LAST, corpus, synthetic_loader
+from xstilts.tasks import get_task
+from xstilts.tasks.base import DataOptions, SpanQAExample
+from xstilts.tasks.languages import DISTANCE_BUCKETS, LANGUAGES, distance_of, family_of, language_info
+from xstilts.tasks.modeling import encode
+from xstilts.tasks.synthetic import LOCATIONS, PERSONS_FIRST, PERSONS_LAST, corpus, synthetic_loader
 
 SQUAD = get_task("synthetic_squad")
 
@@ -64,7 +64,7 @@ def test_adding_synthetic_squad_left_the_other_synthetic_data_unchanged():
 
 
 def test_every_task_language_has_metadata():
-    from tasks import TASKS
+    from xstilts.tasks import TASKS
 
     used = {lang for task in TASKS.values() for lang in task.languages + (task.train_language,)}
     assert used <= set(LANGUAGES), sorted(used - set(LANGUAGES))

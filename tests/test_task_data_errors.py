@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks import DataOptions, TaskDataError, get_task
-from tasks.formats import json_line, read_conllu, read_pairs, read_squad
+from xstilts.tasks import DataOptions, TaskDataError, get_task
+from xstilts.tasks.formats import json_line, read_conllu, read_pairs, read_squad
 
 
 def write(root: Path, relative: str, content: str | bytes) -> Path:
@@ -327,7 +327,7 @@ def _qa(qid: str, question: str, context: str = "Ana lives in Lima.", answer: st
 
 
 def test_repeated_question_ids_are_deduplicated_or_renamed_with_one_warning(tmp_path):
-    from tasks.formats import RepeatedIdWarning
+    from xstilts.tasks.formats import RepeatedIdWarning
 
     context = "Ana lives in Lima."
     qas = [_qa("a", "Where does Ana live?"),

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from tasks import DataOptions, TaskDataError, UnknownTaskError, get_task
-from tasks.base import MultipleChoiceExample, PairExample, RetrievalCorpus, SpanQAExample, TaggingExample
-from tasks.registry import INTERMEDIATE_TASK_NAMES, TARGET_TASK_NAMES, TASKS
-from tasks.xtreme_eval import OFFICIAL_LANGUAGES
-from tasks.xtreme_tasks import TATOEBA_CODES, UPOS_LABELS
+from xstilts.tasks import DataOptions, TaskDataError, UnknownTaskError, get_task
+from xstilts.tasks.base import MultipleChoiceExample, PairExample, RetrievalCorpus, SpanQAExample, TaggingExample
+from xstilts.tasks.registry import INTERMEDIATE_TASK_NAMES, TARGET_TASK_NAMES, TASKS
+from xstilts.tasks.xtreme_eval import OFFICIAL_LANGUAGES
+from xstilts.tasks.xtreme_tasks import TATOEBA_CODES, UPOS_LABELS
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "tasks"
@@ -262,7 +262,7 @@ def test_shared_tydiqa_repeated_ids_are_made_unique_with_one_warning():
     and the loader says so once; the ids then pass the QA encoder's uniqueness check."""
     from collections import Counter
 
-    from tasks.formats import RepeatedIdWarning
+    from xstilts.tasks.formats import RepeatedIdWarning
 
     questions = squad_questions(SHARED / "tydiqa" / "tydiqa.goldp.en.train.json")
     ids = [qa["id"] for _, qa in questions]
@@ -279,7 +279,7 @@ def test_shared_tydiqa_repeated_ids_are_made_unique_with_one_warning():
         n = counts[qa["id"]]
         assert example.id == (qa["id"] if n == 1 else f"{qa['id']}#{n}")
         assert (example.question, example.context) == (qa["question"], paragraph["context"])
-    from tasks.modeling import encode
+    from xstilts.tasks.modeling import encode
 
     tydiqa = get_task("tydiqa")
     assert encode(tydiqa, train[:300], _tokenizer_or_skip(), max_length=64)  # no "ids must be unique" error
@@ -305,7 +305,7 @@ def test_every_task_loads_every_split_and_language_the_samples_hold():
     (`has_data`) loads non-empty; and the samples cover what docs/tasks.md says they do."""
     import warnings
 
-    from tasks.formats import RepeatedIdWarning
+    from xstilts.tasks.formats import RepeatedIdWarning
 
     loaded = set()
     for name in TARGET_TASK_NAMES + INTERMEDIATE_TASK_NAMES:

@@ -20,7 +20,7 @@ import time
 import pytest
 import yaml
 
-from study.config import DEFAULT_CONFIG
+from xstilts.study.config import DEFAULT_CONFIG
 
 pytestmark = pytest.mark.e2e
 
@@ -72,7 +72,7 @@ def test_tune_retries_a_failed_trial_in_its_own_run(tmp_path):
     killer = threading.Thread(target=_kill_after_first_target_epoch, args=(progress, tmp_path / 'xstilts_runs' / NAME / 'train_runs', done, killed), daemon=True)
     killer.start()
     try:
-        result = subprocess.run([sys.executable, "-m", "study.cli", "run", "--config", "study.yaml", "--name", NAME],
+        result = subprocess.run([sys.executable, "-m", "xstilts.study.cli", "run", "--config", "study.yaml", "--name", NAME],
                                 cwd=tmp_path, capture_output=True, text=True, timeout=600,
                                 env={**os.environ, "HF_HUB_OFFLINE": "1", "XSTILTS_PROGRESS_FILE": str(progress)})
     finally:

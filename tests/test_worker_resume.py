@@ -53,9 +53,9 @@ def test_killed_worker_resumes_from_last_checkpoint(tmp_path, monkeypatch):
     from mlflow.tracking import MlflowClient
     from ray.train.torch import TorchTrainer
 
-    from trainables.config import PhaseConfig, TrainingOptions
-    from trainables.embedded_model import EmbeddedModelSpec, ensure_embedded_model
-    from trainables.train_loop import PROGRESS_FILE_ENV, train_phase
+    from xstilts.trainables.config import PhaseConfig, TrainingOptions
+    from xstilts.trainables.embedded_model import EmbeddedModelSpec, ensure_embedded_model
+    from xstilts.trainables.train_loop import PROGRESS_FILE_ENV, train_phase
 
     started = time.time()
     # Untrained (no MLM steps): this test is about resuming, not accuracy; builds in ~3 s.
@@ -136,8 +136,8 @@ def test_an_epoch_redone_after_a_crash_is_logged_once(tmp_path):
     redoes that epoch: MLflow keeps the first record and gets no second one."""
     from mlflow.tracking import MlflowClient
 
-    from trainables.config import PhaseConfig, TrainingOptions
-    from trainables.train_loop import _log_to_mlflow
+    from xstilts.trainables.config import PhaseConfig, TrainingOptions
+    from xstilts.trainables.train_loop import _log_to_mlflow
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(uri)

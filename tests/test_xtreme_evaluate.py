@@ -1,4 +1,4 @@
-"""`xstilts evaluate`'s scorer (tasks.xtreme_eval.score_folders): layout, formats, errors, aggregation.
+"""`xstilts evaluate`'s scorer (xstilts.tasks.xtreme_eval.score_folders): layout, formats, errors, aggregation.
 
 Expected numbers are worked out by hand in the comments; none is copied from the scorer's output.
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.xtreme_eval import OFFICIAL_LANGUAGES, TASK_GROUPS, EvaluationInputError, score_folders
+from xstilts.tasks.xtreme_eval import OFFICIAL_LANGUAGES, TASK_GROUPS, EvaluationInputError, score_folders
 
 approx = pytest.approx
 
@@ -505,12 +505,12 @@ def test_groups_only_when_all_their_tasks_are_scored(folders):
 def _cli_main():
     if not (Path(__file__).resolve().parents[1] / "study" / "cli.py").exists():
         pytest.skip("study/cli.py does not exist yet")
-    cli = importlib.import_module("study.cli")
+    cli = importlib.import_module("xstilts.study.cli")
     out, err = io.StringIO(), io.StringIO()
     with redirect_stdout(out), redirect_stderr(err), pytest.raises(SystemExit) as info:
         cli.main(["evaluate", "--help"])
     if info.value.code != 0 or "--prediction-folder" not in out.getvalue():
-        pytest.skip("study.cli has no `evaluate` subcommand yet")
+        pytest.skip("xstilts.study.cli has no `evaluate` subcommand yet")
     return cli.main
 
 

@@ -6,7 +6,7 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 
-from tasks.base import DataOptions
+from xstilts.tasks.base import DataOptions
 
 
 @dataclass(frozen=True)
@@ -87,15 +87,15 @@ class PhaseConfig:
     data_dir: str | None = None
     mlflow_tracking_uri: str | None = None
     mlflow_run_id: str | None = None  # the trial's nested run; rank 0 logs epoch metrics there
-    feature_cache_dir: str | None = None  # tokenized splits shared across trials (trainables.feature_cache)
+    feature_cache_dir: str | None = None  # tokenized splits shared across trials (xstilts.trainables.feature_cache)
     data_files: dict | None = None  # DataOptions.files: per-split file overrides ("<task>:<split>[:<lang>]")
-    # What the phase trains on: "task@lang" training splits (tasks.mixture.parse_source), mixed
+    # What the phase trains on: "task@lang" training splits (xstilts.tasks.mixture.parse_source), mixed
     # with `sampling`/`temperature`; one head per distinct task on a shared encoder. None: the
     # English (train_language) split of `task` alone.
     sources: tuple[str, ...] | None = None
     sampling: str = "proportional"
     temperature: float = 1.0
-    weights: tuple[float, ...] | None = None  # one per source (tasks.mixture.TaskMixture.weights)
+    weights: tuple[float, ...] | None = None  # one per source (xstilts.tasks.mixture.TaskMixture.weights)
 
     def data_options(self, max_examples: int | None) -> DataOptions:
         return DataOptions(self.data_dir, max_examples, self.seed, self.data_files)
@@ -133,7 +133,7 @@ class TrialConfig:
     data_files: dict | None = None
     feature_cache_dir: str | None = None
     # Retrieval targets only: the hidden_states index to mean-pool (0 = embeddings; None: the
-    # default of tasks.retrieval.default_layer; negative: from the end).
+    # default of xstilts.tasks.retrieval.default_layer; negative: from the end).
     retrieval_layer: int | None = None
     # The phase-2 data behind `intermediate_task` ("task@lang" sources, sampling, temperature):
     # resolved from the study's mixtures by the driver; empty for "none".

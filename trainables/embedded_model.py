@@ -114,7 +114,7 @@ def ensure_embedded_model(cache_dir: str | os.PathLike | None = None,
         import torch
         from transformers import XLMRobertaConfig, XLMRobertaForMaskedLM
 
-        from tasks.synthetic import corpus
+        from xstilts.tasks.synthetic import corpus
 
         started = time.time()
         log(f"building the embedded model (tiny XLM-R, {spec.num_hidden_layers} layers, "
@@ -149,7 +149,7 @@ def publish_embedded_model(storage_dir: str, spec: EmbeddedModelSpec = EmbeddedM
     store it is built in this node's temporary cache and published to the bucket (files, then a
     manifest), so every node reads the same model: trials copy it with `storage.to_local`.
     """
-    from xstilts_storage import child, is_uri, node_cache_dir, publish, published
+    from xstilts.storage import child, is_uri, node_cache_dir, publish, published
 
     if not is_uri(storage_dir):
         return ensure_embedded_model(storage_dir, spec, log)

@@ -1,13 +1,13 @@
 """Tokenized datasets cached on disk and shared by every trial (and every node) of a storage path.
 
-`tasks.modeling.encode` turns a split's examples into token ids; with a real tokenizer on MNLI
+`xstilts.tasks.modeling.encode` turns a split's examples into token ids; with a real tokenizer on MNLI
 (393k pairs) that is about a minute of CPU per phase, repeated by every trial that trains or
 evaluates on the same data. The features depend only on what is in the key, so they are encoded
 once and then read back in well under a second:
 
     key = hash(task (name, kind, labels, max_length), split, language, the tokenizer's files,
                the resolved max_length, DataOptions, the content of the data folder's files and of
-               the files DataOptions.files names (trainables.fingerprint: hashed once, then
+               the files DataOptions.files names (xstilts.trainables.fingerprint: hashed once, then
                re-hashed only when a file's size or times change), the source of the module that
                defines `encode`, the format version)
 
@@ -40,7 +40,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from xstilts_storage import Location, node_cache_dir
+from xstilts.storage import Location, node_cache_dir
 
 FORMAT_VERSION = 1
 _HEADER = "__header__"
@@ -92,11 +92,11 @@ def tokenizer_fingerprint(tokenizer_path: str | os.PathLike | None, tokenizer=No
 
 
 def data_fingerprint(data_dir: str | None) -> str | None:
-    """The content of every file under `data_dir` (trainables.fingerprint: a SHA-256 over relative
+    """The content of every file under `data_dir` (xstilts.trainables.fingerprint: a SHA-256 over relative
     paths, sizes and content hashes; unchanged files are not read again), None without a folder."""
     if not data_dir or not os.path.isdir(data_dir):
         return None
-    from trainables.fingerprint import content_fingerprint
+    from xstilts.trainables.fingerprint import content_fingerprint
 
     return content_fingerprint(data_dir)
 
@@ -104,7 +104,7 @@ def data_fingerprint(data_dir: str | None) -> str | None:
 def encoder_fingerprint(encode_fn: Callable | None = None) -> str:
     """The source of the module that defines `encode`: editing the encoding code invalidates."""
     if encode_fn is None:
-        from tasks.modeling import encode as encode_fn
+        from xstilts.tasks.modeling import encode as encode_fn
     module = inspect.getmodule(encode_fn)
     try:
         source = inspect.getsource(module)
@@ -119,7 +119,7 @@ def _data_files_field(options) -> dict:
     files = getattr(options, "files", None)
     if not files:
         return {}
-    from trainables.fingerprint import data_files_fingerprint
+    from xstilts.trainables.fingerprint import data_files_fingerprint
 
     return {"data_files": data_files_fingerprint(dict(files), getattr(options, "data_dir", None))}
 
@@ -379,7 +379,7 @@ def cached_encode(cache_dir: str | os.PathLike | None, task, split: str, languag
     `examples` may be a list or a function that loads it: with a function, a hit never loads
     the examples at all. Without `cache_dir` this is a plain encode (hit None).
     """
-    from tasks.modeling import encode
+    from xstilts.tasks.modeling import encode
 
     def load_examples() -> list:
         if examples is None:

@@ -1,15 +1,15 @@
 """Content fingerprints of what a cached result depends on: model folders, data folders, data files.
 
-The phase-2 cache key (`trainables.trial.intermediate_cache_fields`) and the feature cache key
-(`trainables.feature_cache.feature_key_fields`) hold these instead of paths, so that re-saving
+The phase-2 cache key (`xstilts.trainables.trial.intermediate_cache_fields`) and the feature cache key
+(`xstilts.trainables.feature_cache.feature_key_fields`) hold these instead of paths, so that re-saving
 different weights into the same model folder, or editing a data file in place, is a miss and
 never a stale hit. `content_fingerprint(ref)` is, by the kind of reference:
 
 - a local folder: SHA-256 over (relative path, size, SHA-256 of the content) of every file below
   it (symlinked files are followed; their targets' content counts);
 - a local file: the same over its one file (its base name as the relative path);
-- a URI (`s3://...`, `gs://...`): the SHA-256 of the folder's manifest (`xstilts_storage.MANIFEST`,
-  written by `xstilts_storage.publish`: the embedded model and phase-cache entries on an object
+- a URI (`s3://...`, `gs://...`): the SHA-256 of the folder's manifest (`xstilts.storage.MANIFEST`,
+  written by `xstilts.storage.publish`: the embedded model and phase-cache entries on an object
   store carry one, with every file's checksum), else of its file listing (names and sizes: an
   object store folder written without a manifest is followed by names and sizes only);
 - anything else, an HF hub name (`xlm-roberta-large`): `hub:<name>@<revision>` where the revision
@@ -20,7 +20,7 @@ never a stale hit. `content_fingerprint(ref)` is, by the kind of reference:
 
 Hashing is cheap on repeats: each file's hash is remembered in a memo keyed by (absolute path,
 size, mtime_ns, ctime_ns, inode), kept in memory and in a small JSON file beside the node's
-temporary cache (`xstilts_storage.node_cache_dir()/content-fingerprints.json`), so an unchanged
+temporary cache (`xstilts.storage.node_cache_dir()/content-fingerprints.json`), so an unchanged
 file is never read again, on this node, by any process. A file whose size or times change is
 hashed in full. A file modified within `RACY_SECONDS` of being hashed is not remembered (its
 time stamp may not show a second write in the same clock tick: git's "racy" rule), so it is
@@ -61,7 +61,7 @@ def _sha256_file(path: str) -> str:
 
 
 def memo_path() -> str:
-    from xstilts_storage import node_cache_dir
+    from xstilts.storage import node_cache_dir
 
     return os.path.join(node_cache_dir(), MEMO_FILE)
 
@@ -175,7 +175,7 @@ def local_fingerprint(path: str) -> str:
 
 def remote_fingerprint(ref: str) -> str:
     """SHA-256 of a remote folder's manifest, else of its listing (names and sizes)."""
-    from xstilts_storage import MANIFEST, Location
+    from xstilts.storage import MANIFEST, Location
 
     location = Location(ref)
     try:
@@ -215,7 +215,7 @@ def content_fingerprint(ref: str | os.PathLike | None) -> str | None:
     if ref is None:
         return None
     ref = os.fspath(ref)
-    from xstilts_storage import is_uri
+    from xstilts.storage import is_uri
 
     if is_uri(ref):
         return remote_fingerprint(ref)

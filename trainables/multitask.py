@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import torch
 
-from tasks.mixture import TaskMixture, sample_schedule
-from tasks.modeling import IGNORE_INDEX, load_model_for_task
+from xstilts.tasks.mixture import TaskMixture, sample_schedule
+from xstilts.tasks.modeling import IGNORE_INDEX, load_model_for_task
 
 MLM_HEAD = "__mlm__"
 
@@ -112,7 +112,7 @@ def mixture_steps(batch_counts: dict[str, int], sampling: str, temperature: floa
 def source_probabilities(batch_counts: dict[str, int], sampling: str, temperature: float,
                          weights: dict[str, float] | None = None) -> dict[str, float]:
     """The probability each source is drawn with (what `mixture_steps` samples from)."""
-    from tasks.mixture import sampling_probabilities
+    from xstilts.tasks.mixture import sampling_probabilities
 
     sources = [name for name, count in batch_counts.items() if count > 0]
     mixture = TaskMixture(tuple(sources), sampling, temperature,
@@ -124,7 +124,7 @@ def load_mlm_corpus(spec: str, limit: int | None, seed: int) -> list[str]:
     """The unlabeled sentences: "synthetic" (the embedded model's 4-language corpus) or a UTF-8
     text file with one sentence per line (blank lines skipped); the first `limit` lines."""
     if spec == "synthetic":
-        from tasks.synthetic import corpus
+        from xstilts.tasks.synthetic import corpus
 
         lines = corpus(sentences_per_language=500, seed=seed + 1)  # not the pre-training sentences
     else:

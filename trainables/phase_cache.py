@@ -14,7 +14,7 @@ same on both:
   or mounted folder the lease is an fcntl file lock (`<key>.lock`; released by the kernel when
   its holder dies). Object stores have no locks and pyarrow exposes no conditional writes, so on
   a remote root the lease comes from a lease service every node can reach: the study's named
-  Ray actor (`trainables.leases`), a single-threaded arbiter. Its leases expire unless renewed,
+  Ray actor (`xstilts.trainables.leases`), a single-threaded arbiter. Its leases expire unless renewed,
   so a builder that died (node lost, trial killed) lets another trial take over after `ttl`.
 - Waiting trials poll the manifest; when the builder publishes it they hit.
 
@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from xstilts_storage import MANIFEST, Location, StorageError, folder_checksums, local_copy, publish
+from xstilts.storage import MANIFEST, Location, StorageError, folder_checksums, local_copy, publish
 
 POLL_SECONDS = 2.0
 
@@ -55,7 +55,7 @@ def _report(message: str) -> None:
 @dataclass
 class PhaseCache:
     root: str | os.PathLike
-    # Leases for a remote root (trainables.leases.LeaseClient or anything with its `hold`).
+    # Leases for a remote root (xstilts.trainables.leases.LeaseClient or anything with its `hold`).
     leases: object | None = None
     on_event: Callable[[str], None] = field(default=_report)
 

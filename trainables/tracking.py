@@ -4,7 +4,7 @@ The trial looks its run up by (parent run, Tune trial id) before creating one, s
 is restarted (a study resumed after the driver died) keeps logging into the same run instead
 of leaving a duplicate.
 
-Every call goes through `call_with_retry` (trainables.mlflow_retry): a tracking server that is
+Every call goes through `call_with_retry` (xstilts.trainables.mlflow_retry): a tracking server that is
 unreachable for a while delays the trial instead of failing it. Each call is safe to repeat:
 the run is looked up before it is created, metrics carry a timestamp fixed before the first
 attempt (the store keeps one row per (key, timestamp, step, value)), tags and params overwrite.
@@ -17,8 +17,8 @@ import time
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
-from tasks.record_schema import FINAL_EN_DEV, TAG_ATTEMPT, TAG_ERROR, TAG_KIND, TAG_PREVIOUS_ERROR, TAG_PARENT, TAG_STOPPED_EARLY, TAG_TRIAL_ID
-from trainables.mlflow_retry import call_with_retry
+from xstilts.tasks.record_schema import FINAL_EN_DEV, TAG_ATTEMPT, TAG_ERROR, TAG_KIND, TAG_PREVIOUS_ERROR, TAG_PARENT, TAG_STOPPED_EARLY, TAG_TRIAL_ID
+from xstilts.trainables.mlflow_retry import call_with_retry
 
 # Where the trial's own process ran (the Tune function trainable; its Ray Train workers may be
 # on other nodes): what a multi-node study is debugged with.

@@ -7,9 +7,9 @@ batches sharded across workers, an English dev evaluation and a checkpoint every
 
 What a phase trains on is a list of sources, "task@lang" training splits (`PhaseConfig.sources`;
 one source, the task's English split, by default). Several sources are mixed step by step with
-proportional or temperature sampling (`trainables.multitask.mixture_steps`); several distinct
+proportional or temperature sampling (`xstilts.trainables.multitask.mixture_steps`); several distinct
 tasks get one head each on a shared encoder, and phase 2 can add an MLM auxiliary loss
-(`trainables.multitask`). Phase 3 with translate-train is one task over several languages. A
+(`xstilts.trainables.multitask`). Phase 3 with translate-train is one task over several languages. A
 phase-2 task without an English dev split validates on a subset held out of its training data.
 With `early_stopping_patience`, a phase stops once English dev stops improving and goes on from
 its best epoch's weights.
@@ -43,17 +43,17 @@ import time
 
 import torch
 
-from tasks import DataOptions, get_task
-from tasks.base import TaskDataError
-from tasks.modeling import (batches_by_length, collate, evaluate, freeze_embeddings, load_model_for_task,
+from xstilts.tasks import DataOptions, get_task
+from xstilts.tasks.base import TaskDataError
+from xstilts.tasks.modeling import (batches_by_length, collate, evaluate, freeze_embeddings, load_model_for_task,
                             majority_baseline, pad_sequences, predict, score)
-from tasks.mixture import parse_source, source_name
-from tasks.record_schema import (EPOCH_EN_DEV, FINAL_PREFIX, INTERMEDIATE_PREFIX, TARGET_EPOCH, final_chance, final_dev,
+from xstilts.tasks.mixture import parse_source, source_name
+from xstilts.tasks.record_schema import (EPOCH_EN_DEV, FINAL_PREFIX, INTERMEDIATE_PREFIX, TARGET_EPOCH, final_chance, final_dev,
                                  summarize_final)
-from xstilts_storage import to_local
-from trainables.config import PhaseConfig
-from trainables.feature_cache import cached_encode
-from trainables.multitask import (build_multitask_model, encode_mlm_corpus, load_mlm_corpus, mask_tokens,
+from xstilts.storage import to_local
+from xstilts.trainables.config import PhaseConfig
+from xstilts.trainables.feature_cache import cached_encode
+from xstilts.trainables.multitask import (build_multitask_model, encode_mlm_corpus, load_mlm_corpus, mask_tokens,
                                   mixture_steps, source_probabilities)
 
 TRAIN_STATE = "train_state.pt"
@@ -77,7 +77,7 @@ def _log_to_mlflow(cfg: PhaseConfig, metrics: dict[str, float], step: int, once_
         return False
     from mlflow.entities import Metric
 
-    from trainables.mlflow_retry import call_with_retry
+    from xstilts.trainables.mlflow_retry import call_with_retry
 
     # The timestamp is fixed outside the retry: a log_batch repeated after an outage writes the
     # same points, and the once_key check runs again on every attempt.

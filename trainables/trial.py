@@ -14,20 +14,20 @@ import time
 import traceback
 from pathlib import Path
 
-from tasks import NONE, get_task
-from tasks.mixture import parse_source, source_name
-from trainables.config import PER_TASK_CAPS, PhaseConfig, TrialConfig
-from trainables.phase_cache import PhaseCache, cache_key, in_use
-from xstilts_storage import child, is_uri, to_local, uri_of
-from tasks.record_schema import (PARAM_INTERMEDIATE_LANGUAGES, PARAM_INTERMEDIATE_NUM_LANGUAGES,
+from xstilts.tasks import NONE, get_task
+from xstilts.tasks.mixture import parse_source, source_name
+from xstilts.trainables.config import PER_TASK_CAPS, PhaseConfig, TrialConfig
+from xstilts.trainables.phase_cache import PhaseCache, cache_key, in_use
+from xstilts.storage import child, is_uri, to_local, uri_of
+from xstilts.tasks.record_schema import (PARAM_INTERMEDIATE_LANGUAGES, PARAM_INTERMEDIATE_NUM_LANGUAGES,
                                  PARAM_INTERMEDIATE_SAMPLING, PARAM_INTERMEDIATE_SOURCES,
                                  PARAM_INTERMEDIATE_TEMPERATURE, PARAM_INTERMEDIATE_WEIGHTS, PARAM_TARGET_TRAIN)
-from tasks.record_schema import (EPOCH_EN_DEV, FINAL_ALL_LANGUAGES, FINAL_EN_DEV, FINAL_PREFIX, INTERMEDIATE_PREFIX,
+from xstilts.tasks.record_schema import (EPOCH_EN_DEV, FINAL_ALL_LANGUAGES, FINAL_EN_DEV, FINAL_PREFIX, INTERMEDIATE_PREFIX,
                                  TAG_CHECKPOINT, TAG_ERROR, TAG_INTERMEDIATE, TAG_STOPPED_EARLY, TAG_SELECTION_METRIC,
                                  TAG_STUDY, TAG_TARGET, TARGET_EPOCH, final_dev, summarize_final)
-from trainables.ray_compat import tune_stop_event
-from trainables.tracking import TrialRun
-from trainables.train_loop import ENCODER_DIR, train_phase
+from xstilts.trainables.ray_compat import tune_stop_event
+from xstilts.trainables.tracking import TrialRun
+from xstilts.trainables.train_loop import ENCODER_DIR, train_phase
 
 
 def trial_params(trial: TrialConfig) -> dict:
@@ -75,7 +75,7 @@ def target_sources(trial: TrialConfig, target) -> tuple[str, ...] | None:
     language of the target that has a training split."""
     if trial.target_train == "english":
         return None
-    from tasks import DataOptions
+    from xstilts.tasks import DataOptions
 
     options = DataOptions(trial.data_dir, None, trial.seed, trial.data_files)
     languages = [l for l in target.languages if l == target.train_language or target.has_data("train", l, options)]
@@ -123,7 +123,7 @@ def drop_orphan_checkpoints(kept_path: str) -> list[str]:
     whose retry started without its snapshot: bounded disk means removing them once the run has
     completed with its own checkpoint.
     """
-    from xstilts_storage import Location
+    from xstilts.storage import Location
 
     run_path, _, kept = kept_path.rstrip("/").rpartition("/")
     if not run_path or not kept.startswith("checkpoint_"):
@@ -144,7 +144,7 @@ def _data_dir_fingerprint(data_dir: str | None) -> str | None:
     """The content of the data folder phase 2 reads from (None: the tasks' default sources)."""
     if not data_dir:
         return None
-    from trainables.fingerprint import content_fingerprint
+    from xstilts.trainables.fingerprint import content_fingerprint
 
     return content_fingerprint(data_dir) if is_uri(data_dir) or os.path.isdir(data_dir) else f"missing:{data_dir}"
 
@@ -153,12 +153,12 @@ def intermediate_cache_fields(trial: TrialConfig) -> dict:
     """Everything that determines a phase-2 result, and nothing else (not the target task).
 
     The model and the data are keyed by their content, not their location
-    (`trainables.fingerprint.content_fingerprint`): a local model folder or data folder by the
+    (`xstilts.trainables.fingerprint.content_fingerprint`): a local model folder or data folder by the
     hashes of its files (re-saving different weights into the same folder is a miss; a copy of
     the same files elsewhere is a hit), a URI by its manifest, an HF hub name by the name and the
     revision the local hub cache resolves it to (the name alone when there is none).
     """
-    from trainables.fingerprint import content_fingerprint, data_files_fingerprint
+    from xstilts.trainables.fingerprint import content_fingerprint, data_files_fingerprint
 
     fields = {
         "model": content_fingerprint(trial.model_path), "intermediate_task": trial.intermediate_task,
@@ -192,7 +192,7 @@ def phase_cache_for(trial: TrialConfig, on_event=None) -> PhaseCache:
     """The study's phase cache; on an object store its leases come from the cluster's arbiter."""
     leases = None
     if is_uri(trial.phase_cache_dir):
-        from trainables.leases import LeaseClient, lease_actor
+        from xstilts.trainables.leases import LeaseClient, lease_actor
 
         leases = LeaseClient(lease_actor(trial.phase_cache_dir))
     cache = PhaseCache(trial.phase_cache_dir, leases=leases)
@@ -257,7 +257,7 @@ RETRIEVAL_SELECTION = "mean over the task's languages (retrieval: no English dev
 
 def retrieval_target(trial: TrialConfig, target, encoder: str, run: TrialRun) -> dict[str, float]:
     """A retrieval target has no phase 3: the phase-2 encoder (or the pretrained model for
-    `none`) embeds every language's dev corpus (tasks.retrieval), and those scores are final.
+    `none`) embeds every language's dev corpus (xstilts.tasks.retrieval), and those scores are final.
 
     Selection value, honestly labelled: retrieval has no English dev set (en-en retrieval is
     trivial), so `final/en_dev_score` holds the mean over the task's languages of its metric,
@@ -275,8 +275,8 @@ def retrieval_target(trial: TrialConfig, target, encoder: str, run: TrialRun) ->
     import torch
     from transformers import AutoTokenizer
 
-    from tasks import DataOptions
-    from tasks.retrieval import evaluate_retrieval, load_encoder, resolve_layer
+    from xstilts.tasks import DataOptions
+    from xstilts.tasks.retrieval import evaluate_retrieval, load_encoder, resolve_layer
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     tokenizer = AutoTokenizer.from_pretrained(to_local(trial.model_path))  # phase 3's tokenizer source, too
@@ -292,7 +292,7 @@ def retrieval_target(trial: TrialConfig, target, encoder: str, run: TrialRun) ->
         for name, value in values.items():
             if math.isfinite(value):  # a BUCC threshold is +inf when there was nothing to mine
                 final[final_dev(language, name)] = value
-    # Over the languages that were scored (those with local data; tasks.retrieval.evaluate_retrieval).
+    # Over the languages that were scored (those with local data; xstilts.tasks.retrieval.evaluate_retrieval).
     final.update(summarize_final({l: values[target.metric] for l, values in scores.items()}, target.train_language))
     final[FINAL_EN_DEV] = final[FINAL_ALL_LANGUAGES]  # no English dev: the mean selects (docstring)
     run.log_metrics({EPOCH_EN_DEV: final[FINAL_EN_DEV]}, step=1)

@@ -5,7 +5,7 @@ servers through `AWS_ENDPOINT_URL`) go through the same code: `pyarrow.fs`, the 
 and Ray Train already use for their `storage_path`. Imported by `study`, `trainables` and
 `analysis` alike; it imports none of them (nor Ray, nor MLflow).
 """
-from xstilts_storage.location import (MANIFEST, Location, StorageError, child, filesystem, folder_checksums, is_uri,
+from xstilts.storage.location import (MANIFEST, Location, StorageError, child, filesystem, folder_checksums, is_uri,
                               local_copy, node_cache_dir, probe, publish, published, to_local, uri_of)
 
 __all__ = ["MANIFEST", "Location", "StorageError", "child", "filesystem", "folder_checksums", "is_uri",
