@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from xstilts.analysis.select import Selection
-from xstilts.tasks.record_schema import FINAL_ALL_LANGUAGES, FINAL_EN_DEV, FINAL_ZERO_SHOT
+from xstilts.tasks.record_schema import PARAM_INTERMEDIATE_LR, PARAM_TARGET_LR, FINAL_ALL_LANGUAGES, FINAL_EN_DEV, FINAL_ZERO_SHOT
 
 MODEL_ARTIFACT_PATH = "xstilts_model"
 SELECTION_FILE = "xstilts_selection.json"
@@ -60,7 +60,7 @@ def version_tags(selection: Selection, study: str, verified_score: float | None)
         "study": study, "target_task": selection.target_task, "selection_rule": selection.rule,
         "selection_score": selection.score(), "selection_metric": best.selection_metric,
         "trial_id": best.trial_id, "run_id": best.run_id, "intermediate_task": best.intermediate_task,
-        "intermediate_lr": best.params.get("intermediate_lr"), "target_lr": best.params.get("target_lr"),
+        "intermediate_lr": best.params.get(PARAM_INTERMEDIATE_LR), "target_lr": best.params.get(PARAM_TARGET_LR),
         "en_dev_score": best.metrics.get(FINAL_EN_DEV), "all_languages_mean": best.metrics.get(FINAL_ALL_LANGUAGES),
         "zero_shot_mean": best.metrics.get(FINAL_ZERO_SHOT), "completed_trials": selection.candidates,
         "verified_en_dev_score": verified_score,

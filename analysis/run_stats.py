@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from xstilts.tasks import UnknownTaskError, get_task
-from xstilts.tasks.record_schema import FINAL_ALL_LANGUAGES
+from xstilts.tasks.record_schema import METRIC_PHASE_CACHE_HIT, PARAM_RETRIEVAL_LAYER, STUDY_SESSIONS, STUDY_WALL_SECONDS, FINAL_ALL_LANGUAGES
 
 if TYPE_CHECKING:
     from xstilts.analysis.records import StudyRecord, TrialRecord
@@ -27,10 +27,6 @@ if TYPE_CHECKING:
 
 # The parent run's metrics (xstilts.study.tracking.finish_study_run): the study's wall time, summed over its
 # driver sessions (`xstilts run`, then each `xstilts resume`), and how many sessions there were.
-STUDY_WALL_SECONDS = "study_wall_seconds"
-STUDY_SESSIONS = "study_sessions"
-PHASE_CACHE_HIT = "phase_cache_hit"
-RETRIEVAL_LAYER = "retrieval_layer"
 PHASES = (("phase 2 (intermediate)", "intermediate/"), ("phase 3 (target)", ""))
 
 
@@ -61,7 +57,7 @@ class RunStats:
         if trial.end_time is not None:
             self.last_end_ms = max(trial.end_time, self.last_end_ms or trial.end_time)
         metrics = trial.metrics
-        hit = metrics.get(PHASE_CACHE_HIT)
+        hit = metrics.get(METRIC_PHASE_CACHE_HIT)
         if hit is not None:
             if hit >= 0.5:
                 self.cache_hits += 1
@@ -84,7 +80,7 @@ class RunStats:
         self.finished += 1
         if trial.start_time is not None and trial.end_time is not None:
             self.trial_seconds.append((trial.end_time - trial.start_time) / 1000)
-        layer = trial.params.get(RETRIEVAL_LAYER)
+        layer = trial.params.get(PARAM_RETRIEVAL_LAYER)
         if layer is not None and FINAL_ALL_LANGUAGES in metrics and _is_retrieval(trial.target_task):
             self.retrieval.setdefault((trial.target_task, intermediate, layer), []).append(metrics[FINAL_ALL_LANGUAGES])
 
@@ -178,7 +174,7 @@ def retrieval_layer_table(summary: "StudySummary", stats: RunStats) -> "Table | 
             cell = summary.cell(intermediate, target)
             selected = cell.selected if cell is not None else None
             rows.append([target, intermediate, *cells,
-                         selected.params.get(RETRIEVAL_LAYER, "–") if selected is not None else "–",
+                         selected.params.get(PARAM_RETRIEVAL_LAYER, "–") if selected is not None else "–",
                          _num(selected.metrics.get(FINAL_ALL_LANGUAGES)) if selected is not None else "–"])
     metric = ", ".join(f"{t}: {summary.metrics.get(t, '?')}" for t in summary.targets if any(x == t for x, _, _ in stats.retrieval))
     return Table("retrieval_layers", "Retrieval: mean over languages per encoder layer pooled",

@@ -36,7 +36,7 @@ from xstilts.analysis.records import TrialRecord
 from xstilts.analysis.run_stats import RunStats
 from xstilts.analysis.select import BestTracker, Selection
 from xstilts.tasks import NONE, UnknownTaskError, get_task
-from xstilts.tasks.record_schema import FINAL_ALL_LANGUAGES, FINAL_CHANCE_PREFIX, FINAL_ZERO_SHOT
+from xstilts.tasks.record_schema import PARAM_INTERMEDIATE_LR, PARAM_TARGET_LR, FINAL_ALL_LANGUAGES, FINAL_CHANCE_PREFIX, FINAL_ZERO_SHOT
 from xstilts.tasks.xtreme_eval import xtreme_aggregate
 
 HONEST, ORACLE = "en_dev", "oracle_all_languages"
@@ -159,7 +159,7 @@ def summarize(trials: Iterable[TrialRecord], name: str = "") -> StudySummary:
             metrics.setdefault(target, trial.selection_metric)
         points.append(TrialPoint(
             trial.run_id, trial.trial_id, target, intermediate, trial.status, trial.completed, trial.start_time,
-            _float(trial.params.get("target_lr")), _float(trial.params.get("intermediate_lr")),
+            _float(trial.params.get(PARAM_TARGET_LR)), _float(trial.params.get(PARAM_INTERMEDIATE_LR)),
             trial.last_en_dev_score, trial.metrics.get(FINAL_ALL_LANGUAGES),
         ))
         if not trial.completed:
@@ -261,7 +261,7 @@ def _trial_json(trial: TrialRecord | None) -> dict | None:
     return {
         "run_id": trial.run_id, "trial_id": trial.trial_id, "intermediate_task": trial.intermediate_task,
         "arm": arm_label(trial), "target_train": trial.params.get("target_train", ENGLISH),
-        "intermediate_lr": _float(trial.params.get("intermediate_lr")), "target_lr": _float(trial.params.get("target_lr")),
+        "intermediate_lr": _float(trial.params.get(PARAM_INTERMEDIATE_LR)), "target_lr": _float(trial.params.get(PARAM_TARGET_LR)),
         "en_dev": trial.en_dev_score, "all_languages": trial.metrics.get(FINAL_ALL_LANGUAGES),
         "zero_shot": trial.metrics.get(FINAL_ZERO_SHOT), "per_language": trial.language_scores(),
         "checkpoint": trial.checkpoint,
@@ -525,9 +525,9 @@ def selection_rules_table(summary: StudySummary) -> Table:
             if selection is None:
                 continue
             t = selection.best
-            intermediate_lr = _lr(_float(t.params.get("intermediate_lr"))) if t.intermediate_task != NONE else "–"
+            intermediate_lr = _lr(_float(t.params.get(PARAM_INTERMEDIATE_LR))) if t.intermediate_task != NONE else "–"
             rows.append([target, labels[rule], t.trial_id, arm_label(t), intermediate_lr,
-                         _lr(_float(t.params.get("target_lr"))), _num(t.en_dev_score),
+                         _lr(_float(t.params.get(PARAM_TARGET_LR))), _num(t.en_dev_score),
                          _num(t.metrics.get(FINAL_ALL_LANGUAGES)), _num(t.metrics.get(FINAL_ZERO_SHOT)),
                          str(selection.candidates), "same trial" if same else "differ"])
             classes.append("oracle" if rule == ORACLE else "")

@@ -539,7 +539,7 @@ def cmd_evaluate(args) -> int:
 
 def _tracking_store_exists(uri: str) -> bool:
     if uri.startswith("sqlite:"):
-        from xstilts.study.config import sqlite_path
+        from xstilts.mlflow_store import sqlite_path
 
         return os.path.exists(sqlite_path(uri))
     return True

@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from xstilts.mlflow_store import sqlite_path
 from xstilts.tasks import NONE, TASKS, UnknownTaskError, get_task
 from xstilts.tasks.modeling import TRAINABLE_KINDS
 from xstilts.trainables.config import ResourceOptions, TrainingOptions
@@ -765,10 +766,6 @@ def _split_of(source: str) -> tuple[str, str, str]:
 
     name, language = parse_source(source)
     return name, "train", language or get_task(name).train_language
-
-
-def sqlite_path(uri: str) -> str:
-    return uri[len("sqlite:///"):] if uri.startswith("sqlite:///") else uri[len("sqlite://"):]
 
 
 def _read_only_mount(path: Path) -> bool:

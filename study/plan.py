@@ -139,7 +139,7 @@ def phase2_trainings(study, model_path: str, model_exists: bool) -> list[dict]:
 def _recorded_rate(study, model_path: str) -> tuple[float | None, float | None, int]:
     """Median real-token training rates of earlier trials of this model (phase 3, phase 2) in the
     study's tracking store, and how many trials they come from. Read only."""
-    from xstilts.study.config import sqlite_path
+    from xstilts.mlflow_store import sqlite_path
 
     uri = study.tracking_uri
     if uri.startswith("sqlite:") and not os.path.exists(sqlite_path(uri)):

@@ -20,7 +20,8 @@ import threading
 import urllib.parse
 from typing import Callable
 
-from xstilts.study.config import ConfigError, short, sqlite_path
+from xstilts.mlflow_store import sqlite_path
+from xstilts.study.config import ConfigError, short
 
 DEFAULT_TIMEOUT_S = 10.0  # $XSTILTS_PROBE_TIMEOUT_S overrides it (a slow link; tests)
 RAY_CLIENT_PORT = 10001

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import yaml
 
-from xstilts.study.config import ConfigError, StudyConfig, sqlite_path
+from xstilts.mlflow_store import absolute_sqlite_uri, find_study_run, sqlite_path
+from xstilts.study.config import ConfigError, StudyConfig
 from xstilts.storage import Location, StorageError, child, is_uri, probe
 from xstilts.study.search import make_scheduler, make_searcher
 from xstilts.tasks import get_task
@@ -70,8 +71,7 @@ class ResolvedStudy:
 def resolve(config: StudyConfig, name: str | None = None) -> ResolvedStudy:
     storage = Location(config.storage_path).ref  # a local path made absolute, or the URI as is
     uri = config.mlflow.tracking_uri
-    if uri.startswith("sqlite:"):
-        uri = "sqlite:///" + str(Path(sqlite_path(uri)).expanduser().absolute())
+    uri = absolute_sqlite_uri(uri)
     # Local paths become absolute here: trials may run in another working directory (or node).
     changes = {}
     if config.data_dir is not None:
@@ -151,22 +151,19 @@ def load_for_resume(tracking_uri: str, experiment: str, name: str) -> tuple[Reso
     from mlflow.tracking import MlflowClient
 
     from xstilts.study.config import check_name, load_yaml_text, parse_config, read_config_file
-    from xstilts.tasks.record_schema import TAG_KIND, TAG_STUDY
 
     check_name(name, "NAME")  # nothing unchecked reaches the MLflow filter string below
     if tracking_uri.startswith("sqlite:"):
-        tracking_uri = "sqlite:///" + str(Path(sqlite_path(tracking_uri)).expanduser().absolute())
+        tracking_uri = absolute_sqlite_uri(tracking_uri)
         if not os.path.exists(sqlite_path(tracking_uri)):
             raise ConfigError("--tracking-uri", f"no MLflow store at {tracking_uri}", "pass the store the study was run with")
     check_tracking_server(tracking_uri)
     client = MlflowClient(tracking_uri)
     found = client.get_experiment_by_name(experiment)
-    runs = [] if found is None else client.search_runs(
-        [found.experiment_id], filter_string=f"tags.`{TAG_KIND}` = 'study' and tags.`{TAG_STUDY}` = '{name}'", max_results=1)
-    if not runs:
+    run = None if found is None else find_study_run(client, found.experiment_id, name)
+    if run is None:
         raise ConfigError("NAME", f"no study named {name!r} in experiment {experiment!r} at {tracking_uri}",
                           "`xstilts analyze --list` shows the studies there")
-    run = runs[0]
     with tempfile.TemporaryDirectory() as folder:
         config_path = client.download_artifacts(run.info.run_id, "study_config.yaml", folder)
         text = read_config_file(config_path, "the stored study config")  # size, UTF-8, a regular file
@@ -351,7 +348,7 @@ def run_study(study: ResolvedStudy, address: str | None = None, log=print, resum
     from xstilts.study.storage import alive_node_count, check_storage_shared
     from xstilts.study.tracking import (StudyProgress, begin_study_session, ensure_experiment, finish_study_run,
                                 start_study_run)
-    from xstilts.trainables.mlflow_retry import call_with_retry
+    from xstilts.mlflow_store.retry import call_with_retry
     from xstilts.trainables.embedded_model import publish_embedded_model
     from xstilts.trainables.trial import run_trial
 

@@ -19,8 +19,9 @@ from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
 from xstilts.study.search import SELECTION_METRIC, TIME_ATTR
-from xstilts.tasks.record_schema import FINAL_ZERO_SHOT, TAG_ERROR, TAG_KIND, TAG_PARENT, TAG_STOPPED_EARLY, TAG_STUDY, TAG_TRIAL_ID
-from xstilts.trainables.mlflow_retry import call_with_retry
+from xstilts.tasks.record_schema import STUDY_SESSION_SECONDS, STUDY_SESSIONS, STUDY_WALL_SECONDS, FINAL_ZERO_SHOT, TAG_ERROR, TAG_KIND, TAG_STOPPED_EARLY, TAG_STUDY
+from xstilts.mlflow_store import call_with_retry, find_study_run, find_trial_run
+from xstilts.mlflow_store.runs import STUDY_KIND
 
 
 REDACTED = "***"
@@ -68,8 +69,7 @@ def study_exists(tracking_uri: str, experiment: str, name: str) -> bool:
     found = client.get_experiment_by_name(experiment)
     if found is None:
         return False
-    runs = client.search_runs([found.experiment_id], filter_string=f"tags.`{TAG_KIND}` = 'study' and tags.`{TAG_STUDY}` = '{name}'", max_results=1)
-    return bool(runs)
+    return find_study_run(client, found.experiment_id, name) is not None
 
 
 def ensure_experiment(tracking_uri: str, experiment: str, artifact_root: str | None) -> str:
@@ -107,11 +107,10 @@ def start_study_run(tracking_uri: str, experiment_id: str, name: str, params: di
     client = MlflowClient(tracking_uri)
 
     def find_or_create() -> str:  # repeatable: a lost create answer is found by its tags next time
-        found = client.search_runs([experiment_id], max_results=1,
-                                   filter_string=f"tags.`{TAG_KIND}` = 'study' and tags.`{TAG_STUDY}` = '{name}'")
-        if found:
-            return found[0].info.run_id
-        return client.create_run(experiment_id, run_name=name, tags={TAG_KIND: "study", TAG_STUDY: name}).info.run_id
+        found = find_study_run(client, experiment_id, name)
+        if found is not None:
+            return found.info.run_id
+        return client.create_run(experiment_id, run_name=name, tags={TAG_KIND: STUDY_KIND, TAG_STUDY: name}).info.run_id
 
     run_id = call_with_retry(find_or_create, what="creating the study's MLflow run")
     items = [Param(k, str(v)[:6000]) for k, v in params.items()]
@@ -124,9 +123,6 @@ def start_study_run(tracking_uri: str, experiment_id: str, name: str, params: di
 # The parent run's wall-time metrics. A study runs in one or more driver sessions (`xstilts run`,
 # then one per `xstilts resume`); each session's seconds are logged at the session's index as the
 # step, and the study's wall time is their sum (logged at the same step, so it is the latest value).
-STUDY_WALL_SECONDS = "study_wall_seconds"
-STUDY_SESSION_SECONDS = "study_session_seconds"
-STUDY_SESSIONS = "study_sessions"
 HEARTBEAT_SECONDS = 30.0
 _ACTIVE_SESSIONS: dict[str, "StudySession"] = {}  # parent run id -> this driver's session of it
 
@@ -236,9 +232,8 @@ def finish_study_run(tracking_uri: str, run_id: str, status: str, wall_seconds: 
 
 
 def _trial_run(client: MlflowClient, experiment_id: str, parent_run_id: str, trial_id: str):
-    runs = call_with_retry(client.search_runs, [experiment_id], max_results=1, what=f"finding the run of trial {trial_id}",
-                           filter_string=f"tags.`{TAG_PARENT}` = '{parent_run_id}' and tags.`{TAG_TRIAL_ID}` = '{trial_id}'")
-    return runs[0] if runs else None
+    return call_with_retry(find_trial_run, client, experiment_id, parent_run_id, trial_id,
+                           what=f"finding the run of trial {trial_id}")
 
 
 def _log(line: str) -> None:

@@ -35,6 +35,20 @@ PARAM_INTERMEDIATE_SAMPLING = "intermediate_sampling"  # mixtures only
 PARAM_INTERMEDIATE_TEMPERATURE = "intermediate_temperature"  # mixtures only
 PARAM_INTERMEDIATE_WEIGHTS = "intermediate_weights"  # mixtures with weights only, comma-joined
 PARAM_TARGET_TRAIN = "target_train"  # "english" (zero-shot) or "translate_train"
+# The searched dimensions, recorded as params under the names the search space gives them.
+PARAM_TARGET_TASK = "target_task"
+PARAM_INTERMEDIATE_LR = "intermediate_lr"  # 0.0 for `none`
+PARAM_TARGET_LR = "target_lr"  # 0.0 for retrieval targets (no phase 3)
+PARAM_RETRIEVAL_LAYER = "retrieval_layer"  # retrieval targets: the hidden_states index pooled
+
+# Per-trial metrics of how it ran.
+METRIC_PHASE_CACHE_HIT = "phase_cache_hit"  # 1.0 when phase 2 came from the phase cache
+
+# The parent (study) run's metrics: wall time summed over driver sessions (a resumed study has
+# several), each session's own seconds (step = session index) and the session count.
+STUDY_WALL_SECONDS = "study_wall_seconds"
+STUDY_SESSION_SECONDS = "study_session_seconds"
+STUDY_SESSIONS = "study_sessions"
 
 
 def final_dev(language: str, metric: str) -> str:

@@ -144,7 +144,7 @@ def test_study_survives_mlflow_server_outage(server, tmp_path):
 
 def _outage_evidence(ray_tmp: Path, driver_stderr: str) -> tuple[int, int]:
     """(lines where MLflow's HTTP layer met a refused connection and retried, lines where
-    xstilts.trainables.mlflow_retry reported an outage), in the driver's stderr and every Ray log."""
+    xstilts.mlflow_store.retry reported an outage), in the driver's stderr and every Ray log."""
     texts = [driver_stderr] + [p.read_text(errors="replace") for p in ray_tmp.rglob("*")
                                if p.is_file() and p.suffix in (".err", ".out", ".log")]
     lines = [line for text in texts for line in text.splitlines()]
@@ -159,7 +159,7 @@ def test_call_with_retry_waits_for_a_server_then_gives_up(monkeypatch, capfd):
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    from xstilts.trainables.mlflow_retry import call_with_retry, is_transient
+    from xstilts.mlflow_store.retry import call_with_retry, is_transient
 
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     client = MlflowClient(f"http://127.0.0.1:{_free_port()}")
@@ -179,7 +179,7 @@ def test_call_with_retry_waits_for_a_server_then_gives_up(monkeypatch, capfd):
 def test_call_with_retry_rides_out_a_restart(tmp_path, monkeypatch, capfd):
     from mlflow.tracking import MlflowClient
 
-    from xstilts.trainables.mlflow_retry import call_with_retry
+    from xstilts.mlflow_store.retry import call_with_retry
 
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     (tmp_path / "mlflow").mkdir()

@@ -4,7 +4,7 @@ The trial looks its run up by (parent run, Tune trial id) before creating one, s
 is restarted (a study resumed after the driver died) keeps logging into the same run instead
 of leaving a duplicate.
 
-Every call goes through `call_with_retry` (xstilts.trainables.mlflow_retry): a tracking server that is
+Every call goes through `call_with_retry` (xstilts.mlflow_store.retry): a tracking server that is
 unreachable for a while delays the trial instead of failing it. Each call is safe to repeat:
 the run is looked up before it is created, metrics carry a timestamp fixed before the first
 attempt (the store keeps one row per (key, timestamp, step, value)), tags and params overwrite.
@@ -18,7 +18,8 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from xstilts.tasks.record_schema import FINAL_EN_DEV, TAG_ATTEMPT, TAG_ERROR, TAG_KIND, TAG_PREVIOUS_ERROR, TAG_PARENT, TAG_STOPPED_EARLY, TAG_TRIAL_ID
-from xstilts.trainables.mlflow_retry import call_with_retry
+from xstilts.mlflow_store import call_with_retry, find_trial_run
+from xstilts.mlflow_store.runs import TRIAL_KIND
 
 # Where the trial's own process ran (the Tune function trainable; its Ray Train workers may be
 # on other nodes): what a multi-node study is debugged with.
@@ -54,30 +55,26 @@ class TrialRun:
         def find_or_create() -> "TrialRun":
             # One unit for the retry: if a create_run reached the server but its answer was lost,
             # the next attempt finds that run by its tags instead of creating a second one.
-            found = client.search_runs(
-                [experiment_id],
-                filter_string=f"tags.`{TAG_PARENT}` = '{parent_run_id}' and tags.`{TAG_TRIAL_ID}` = '{trial_id}'",
-                max_results=1,
-            )
-            if found:
-                run_id = found[0].info.run_id
-                if found[0].info.status == "FINISHED" and FINAL_EN_DEV in found[0].data.metrics:
-                    return cls(client, run_id, dict(found[0].data.metrics))
+            found = find_trial_run(client, experiment_id, parent_run_id, trial_id)
+            if found is not None:
+                run_id = found.info.run_id
+                if found.info.status == "FINISHED" and FINAL_EN_DEV in found.data.metrics:
+                    return cls(client, run_id, dict(found.data.metrics))
                 client.update_run(run_id, status="RUNNING")
                 retry = dict(placement)  # restarted, possibly on another node
-                error = found[0].data.tags.get(TAG_ERROR)
+                error = found.data.tags.get(TAG_ERROR)
                 if error is not None:
                     # A retry of a failed trial (Tune's max_failures, or `resume` restarting
                     # errored trials): the old error stays readable, but the run is no longer
                     # marked as failed by it.
                     retry[TAG_PREVIOUS_ERROR] = error
-                    retry[TAG_ATTEMPT] = str(int(found[0].data.tags.get(TAG_ATTEMPT, "1")) + 1)
+                    retry[TAG_ATTEMPT] = str(int(found.data.tags.get(TAG_ATTEMPT, "1")) + 1)
                 if retry:
                     client.log_batch(run_id, tags=[RunTag(k, v) for k, v in retry.items()])
                 if error is not None:
                     client.delete_tag(run_id, TAG_ERROR)
                 return cls(client, run_id)
-            all_tags = {**tags, **placement, TAG_PARENT: parent_run_id, TAG_TRIAL_ID: trial_id, TAG_KIND: "trial"}
+            all_tags = {**tags, **placement, TAG_PARENT: parent_run_id, TAG_TRIAL_ID: trial_id, TAG_KIND: TRIAL_KIND}
             return cls(client, client.create_run(experiment_id, tags=all_tags, run_name=run_name).info.run_id)
 
         return call_with_retry(find_or_create, what=f"opening the MLflow run of trial {trial_id}")

@@ -77,7 +77,7 @@ def _log_to_mlflow(cfg: PhaseConfig, metrics: dict[str, float], step: int, once_
         return False
     from mlflow.entities import Metric
 
-    from xstilts.trainables.mlflow_retry import call_with_retry
+    from xstilts.mlflow_store.retry import call_with_retry
 
     # The timestamp is fixed outside the retry: a log_batch repeated after an outage writes the
     # same points, and the once_key check runs again on every attempt.

@@ -19,7 +19,7 @@ from xstilts.tasks.mixture import parse_source, source_name
 from xstilts.trainables.config import PER_TASK_CAPS, PhaseConfig, TrialConfig
 from xstilts.trainables.phase_cache import PhaseCache, cache_key, in_use
 from xstilts.storage import child, is_uri, to_local, uri_of
-from xstilts.tasks.record_schema import (PARAM_INTERMEDIATE_LANGUAGES, PARAM_INTERMEDIATE_NUM_LANGUAGES,
+from xstilts.tasks.record_schema import (METRIC_PHASE_CACHE_HIT, PARAM_INTERMEDIATE_LR, PARAM_INTERMEDIATE_TASK, PARAM_RETRIEVAL_LAYER, PARAM_TARGET_LR, PARAM_TARGET_TASK, PARAM_INTERMEDIATE_LANGUAGES, PARAM_INTERMEDIATE_NUM_LANGUAGES,
                                  PARAM_INTERMEDIATE_SAMPLING, PARAM_INTERMEDIATE_SOURCES,
                                  PARAM_INTERMEDIATE_TEMPERATURE, PARAM_INTERMEDIATE_WEIGHTS, PARAM_TARGET_TRAIN)
 from xstilts.tasks.record_schema import (EPOCH_EN_DEV, FINAL_ALL_LANGUAGES, FINAL_EN_DEV, FINAL_PREFIX, INTERMEDIATE_PREFIX,
@@ -33,8 +33,8 @@ from xstilts.trainables.train_loop import ENCODER_DIR, train_phase
 def trial_params(trial: TrialConfig) -> dict:
     """What MLflow records as the trial's params: the point in the space plus the fixed recipe."""
     params = {
-        "target_task": trial.target_task, "intermediate_task": trial.intermediate_task,
-        "intermediate_lr": trial.intermediate_lr, "target_lr": trial.target_lr,
+        PARAM_TARGET_TASK: trial.target_task, PARAM_INTERMEDIATE_TASK: trial.intermediate_task,
+        PARAM_INTERMEDIATE_LR: trial.intermediate_lr, PARAM_TARGET_LR: trial.target_lr,
         "model": trial.model_path, "seed": trial.seed, "data_dir": trial.data_dir,
         "num_workers": trial.resources.num_workers, "use_gpu": trial.resources.use_gpu,
         PARAM_TARGET_TRAIN: trial.target_train,
@@ -244,7 +244,7 @@ def intermediate_encoder(trial: TrialConfig, trial_id: str, run: TrialRun) -> st
     if events:  # a corrupt or partial entry was found and rebuilt: say so on the run
         tags["xstilts.phase_cache_rebuilt"] = "; ".join(events)[:4000]
     run.set_tags(tags)
-    run.log_metrics({"phase_cache_hit": float(hit)})
+    run.log_metrics({METRIC_PHASE_CACHE_HIT: float(hit)})
     if hit:  # the phase-2 numbers of the trial that trained it, so every trial shows them
         run.log_metrics({k: v for k, v in manifest["metadata"]["metrics"].items() if k.startswith(INTERMEDIATE_PREFIX)})
     return cache.entry_ref(key)
@@ -282,7 +282,7 @@ def retrieval_target(trial: TrialConfig, target, encoder: str, run: TrialRun) ->
     tokenizer = AutoTokenizer.from_pretrained(to_local(trial.model_path))  # phase 3's tokenizer source, too
     model = load_encoder(to_local(encoder)).to(device)
     layer = resolve_layer(model.config.num_hidden_layers, trial.retrieval_layer)
-    run.log_params({"retrieval_layer": layer})
+    run.log_params({PARAM_RETRIEVAL_LAYER: layer})
     options = DataOptions(trial.data_dir, trial.training.eval_cap(target.name), trial.seed, trial.data_files)
     scores = evaluate_retrieval(target, model, tokenizer, options, layer=layer,
                                 batch_size=trial.training.eval_batch_size, max_length=trial.training.max_length,
