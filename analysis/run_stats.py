@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from xstilts.analysis.records import StudyRecord, TrialRecord
     from xstilts.analysis.tables import StudySummary, Table
 
-# The parent run's metrics (xstilts.study.tracking.finish_study_run): the study's wall time, summed over its
+# The parent run's metrics (xstilts.study.study_run.finish_study_run): the study's wall time, summed over its
 # driver sessions (`xstilts run`, then each `xstilts resume`), and how many sessions there were.
 PHASES = (("phase 2 (intermediate)", "intermediate/"), ("phase 3 (target)", ""))
 

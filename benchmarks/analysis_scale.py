@@ -7,7 +7,7 @@ process, the analysis functions it calls (`xstilts.analysis.records.find_study` 
 
 Building 10k runs through the MLflow client costs ~0.1 s a run here (create_run + log_batch +
 set_terminated: ~20 min), so one trial run is written the way a trial writes it
-(`xstilts.trainables.tracking.TrialRun`: tags, params, per-epoch metrics, final per-language metrics)
+(`xstilts.trainables.trial_run.TrialRun`: tags, params, per-epoch metrics, final per-language metrics)
 and then cloned in bulk, row by row in MLflow's own tables (runs, tags, params, metrics,
 latest_metrics), with a new run id, trial id, target/intermediate task and scores per clone.
 The stores are kept (default /tmp/xstilts-analysis-scale) and reused by the next run.
@@ -41,9 +41,9 @@ EPOCHS = 6
 
 def _template_run(uri: str) -> tuple[str, str]:
     """A study parent run and one trial run written through the project's own writers."""
-    from xstilts.study.tracking import ensure_experiment, start_study_run
+    from xstilts.study.study_run import ensure_experiment, start_study_run
     from xstilts.tasks.record_schema import TAG_CHECKPOINT, TAG_INTERMEDIATE, TAG_SELECTION_METRIC, TAG_STUDY, TAG_TARGET
-    from xstilts.trainables.tracking import TrialRun
+    from xstilts.trainables.trial_run import TrialRun
 
     experiment_id = ensure_experiment(uri, "xstilts", None)
     parent = start_study_run(uri, experiment_id, STUDY, {"num_samples_per_target": 0}, "name: analysis-scale\n")

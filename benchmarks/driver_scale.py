@@ -6,7 +6,7 @@ Real building blocks, not copies: the study config is parsed by `xstilts.study.c
 is joined by `xstilts.study.runner._start_ray(address)` (as `xstilts run --address`), each target's
 search is `xstilts.study.runner.make_tuner` (OptunaSearch TPE over the conditional space with its
 ConcurrencyLimiter, ASHA, `tune.with_resources` on the TRAIN_DRIVER resource), and the
-`xstilts.study.tracking.StudyProgress` callback looks each finished trial's MLflow run up in a sqlite
+`xstilts.study.study_run.StudyProgress` callback looks each finished trial's MLflow run up in a sqlite
 store, as in a study. Only the trainable is trivial.
 
 Printed: the driver's overhead per trial = CPU seconds the driver process (Tune's loop, Optuna,
@@ -110,7 +110,7 @@ def main(argv=None) -> int:
     from xstilts.study.config import DEFAULT_CONFIG, parse_config
     from xstilts.study.runner import TRIAL_DRIVER_RESOURCE, _start_ray, make_tuner
     from xstilts.study.search import SELECTION_METRIC, TIME_ATTR
-    from xstilts.study.tracking import StudyProgress, ensure_experiment, start_study_run
+    from xstilts.study.study_run import StudyProgress, ensure_experiment, start_study_run
 
     raw = yaml.safe_load(DEFAULT_CONFIG.read_text())
     raw.update(name="driver-scale", num_samples=args.trials, max_concurrent_trials=args.concurrent,

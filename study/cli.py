@@ -178,7 +178,7 @@ def mlflow_links(tracking_uri: str, experiment_id: str, run_id: str) -> dict[str
 
     MLflow 3 opens an experiment on an overview page made for GenAI apps; the trials are on the
     runs page, `#/experiments/ID/runs` (the experiment also carries the model-training kind tag,
-    xstilts.study.tracking.EXPERIMENT_KIND). A sqlite store is served by the `mlflow ui` command printed
+    xstilts.study.study_run.EXPERIMENT_KIND). A sqlite store is served by the `mlflow ui` command printed
     beside the links; a tracking server serves its own UI.
     """
     if tracking_uri.startswith(("http://", "https://")):
@@ -448,7 +448,7 @@ def cmd_report(args) -> int:
 
 def _export_from_registry(args) -> int:
     from xstilts.analysis.export import verify_export
-    from xstilts.analysis.registry import RegistryError, fetch_registered
+    from xstilts.analysis.model_registry import RegistryError, fetch_registered
 
     if args.study:
         return _bad_input("export", "--from-registry reads the model registry, not a study: drop --study")
@@ -505,7 +505,7 @@ def cmd_export(args) -> int:
     if args.register:
         from mlflow.exceptions import MlflowException
 
-        from xstilts.analysis.registry import register_export
+        from xstilts.analysis.model_registry import register_export
 
         model = args.registered_model or args.experiment
         try:

@@ -250,7 +250,7 @@ def make_plan(study, address: str | None = None) -> dict:
 
 
 def _redacted(uri: str) -> str:
-    from xstilts.study.tracking import redact_uri
+    from xstilts.study.study_run import redact_uri
 
     return redact_uri(uri)
 

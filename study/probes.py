@@ -56,8 +56,8 @@ def default_timeout() -> float:
 
 
 def redact(uri: str) -> str:
-    """`uri` with its secrets replaced by *** (xstilts.study.tracking.redact_uri), for messages."""
-    from xstilts.study.tracking import redact_uri
+    """`uri` with its secrets replaced by *** (xstilts.study.study_run.redact_uri), for messages."""
+    from xstilts.study.study_run import redact_uri
 
     return redact_uri(uri)
 

@@ -132,7 +132,7 @@ def _storage_env() -> dict:
 
 def preflight(study: ResolvedStudy) -> None:
     """Checks that need the outside world; still before Ray and before any MLflow write."""
-    from xstilts.study.tracking import study_exists
+    from xstilts.study.study_run import study_exists
 
     check_tracking_server(study.tracking_uri)
     check_storage_reachable(study.storage_path)
@@ -176,7 +176,7 @@ def load_for_resume(tracking_uri: str, experiment: str, name: str) -> tuple[Reso
 def _trial_env(tracking_uri: str) -> dict:
     """Environment every Ray worker of the study gets beyond the defaults: the real tracking URI
     when it holds a secret (trials get it redacted in their Tune config; TRACKING_URI_ENV)."""
-    from xstilts.study.tracking import redact_uri
+    from xstilts.study.study_run import redact_uri
     from xstilts.trainables.config import TRACKING_URI_ENV
 
     return {TRACKING_URI_ENV: tracking_uri} if redact_uri(tracking_uri) != tracking_uri else {}
@@ -224,7 +224,7 @@ LOOPBACK = "127.0.0.1"
 
 def _study_params(study: ResolvedStudy, model_path: str) -> dict:
     """The parent run's params; any secret inside a URI among them is redacted (`alice:***@`)."""
-    from xstilts.study.tracking import redact_uri
+    from xstilts.study.study_run import redact_uri
 
     c = study.config
     params = {
@@ -241,10 +241,10 @@ def _study_params(study: ResolvedStudy, model_path: str) -> dict:
 def _config_yaml(study: ResolvedStudy) -> str:
     """The study's config as run, with absolute paths: what `xstilts resume` reads back.
 
-    The tracking URI's secrets are redacted (xstilts.study.tracking.redact_uri): `resume` connects with
+    The tracking URI's secrets are redacted (xstilts.study.study_run.redact_uri): `resume` connects with
     the URI it is given and puts that back in place of the redacted one (`_real_tracking_uri`).
     """
-    from xstilts.study.tracking import redact_uri
+    from xstilts.study.study_run import redact_uri
 
     config = dataclasses.replace(study.config, storage_path=study.storage_path,
                                  mlflow=dataclasses.replace(study.config.mlflow, tracking_uri=redact_uri(study.tracking_uri)))
@@ -260,7 +260,7 @@ def _config_yaml(study: ResolvedStudy) -> str:
 def _real_tracking_uri(config: StudyConfig, tracking_uri: str) -> StudyConfig:
     """A stored config whose tracking URI was redacted by `_config_yaml`, with the real URI that
     `resume` reached the study with."""
-    from xstilts.study.tracking import is_redacted
+    from xstilts.study.study_run import is_redacted
 
     if not is_redacted(config.mlflow.tracking_uri):
         return config
@@ -275,7 +275,7 @@ def trial_base_config(study: ResolvedStudy, target: str, model_path: str, experi
     tracking URI is redacted here; trials connect with the real URI from their environment
     (`_trial_env`, `xstilts.trainables.config.trial_tracking_uri`).
     """
-    from xstilts.study.tracking import redact_uri
+    from xstilts.study.study_run import redact_uri
 
     c = study.config
     return {
@@ -346,7 +346,7 @@ def run_study(study: ResolvedStudy, address: str | None = None, log=print, resum
     from ray import tune
 
     from xstilts.study.storage import alive_node_count, check_storage_shared
-    from xstilts.study.tracking import (StudyProgress, begin_study_session, ensure_experiment, finish_study_run,
+    from xstilts.study.study_run import (StudyProgress, begin_study_session, ensure_experiment, finish_study_run,
                                 start_study_run)
     from xstilts.mlflow_store.retry import call_with_retry
     from xstilts.trainables.embedded_model import publish_embedded_model

@@ -4,7 +4,7 @@ one head and two worker raylets), run through the real `xstilts run --address ..
 Placement is forced across nodes with resources, not hoped for: the head has no CPU and no
 TRAIN_DRIVER slot, and each worker node has one TRAIN_DRIVER slot and one CPU, so two concurrent
 trials must run their trial processes on two different nodes. Each trial run records the node
-it ran on (tag `xstilts.ray_node_id`, xstilts.trainables.tracking) and Ray's state API records where the
+it ran on (tag `xstilts.ray_node_id`, xstilts.trainables.trial_run) and Ray's state API records where the
 Train workers ran; all trials land in one MLflow store under one parent run.
 
 The same cluster shows the refusal of a local storage path on more than one node; the study

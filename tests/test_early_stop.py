@@ -138,7 +138,7 @@ def test_an_error_after_the_stop_request_closes_the_run_as_killed(monkeypatch, t
 
 
 def test_stopped_by_study_reads_the_callbacks_tag(tmp_path):
-    from xstilts.trainables.tracking import TrialRun
+    from xstilts.trainables.trial_run import TrialRun
 
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     experiment_id = client.create_experiment("x")

@@ -21,7 +21,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from xstilts.analysis.records import TrialRecord
-from xstilts.analysis.registry import MODEL_ARTIFACT_PATH, RegistryError, alias_for, fetch_registered, register_export
+from xstilts.analysis.model_registry import MODEL_ARTIFACT_PATH, RegistryError, alias_for, fetch_registered, register_export
 from xstilts.analysis.select import Selection
 from xstilts.study.cli import main
 from xstilts.study.config import DEFAULT_CONFIG

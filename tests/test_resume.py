@@ -119,11 +119,11 @@ def _sessions(client: MlflowClient, run_id: str) -> dict[int, float]:
 
 
 def test_wall_time_sums_sessions_in_a_real_store(tmp_path: Path):
-    """xstilts.study.tracking against a real sqlite MLflow store, as `run`, a SIGKILLed `resume` (only its
+    """xstilts.study.study_run against a real sqlite MLflow store, as `run`, a SIGKILLed `resume` (only its
     heartbeat on record) and another `resume` leave it; the report reads the sum."""
     from xstilts.analysis.records import find_study
     from xstilts.analysis.run_stats import run_json, run_table, RunStats
-    from xstilts.study.tracking import begin_study_session, finish_study_run, start_study_run
+    from xstilts.study.study_run import begin_study_session, finish_study_run, start_study_run
     from xstilts.tasks.record_schema import TAG_KIND, TAG_STUDY
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"

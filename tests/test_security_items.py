@@ -12,7 +12,7 @@ import yaml
 
 from xstilts.study.config import DEFAULT_CONFIG, load_config
 from xstilts.study.runner import ResolvedStudy, _config_yaml, _real_tracking_uri, _study_params
-from xstilts.study.tracking import is_redacted, redact_uri
+from xstilts.study.study_run import is_redacted, redact_uri
 
 REPO = Path(__file__).resolve().parents[1]
 SECRET = "s3cr3t-Pa55"

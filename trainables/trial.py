@@ -26,7 +26,7 @@ from xstilts.tasks.record_schema import (EPOCH_EN_DEV, FINAL_ALL_LANGUAGES, FINA
                                  TAG_CHECKPOINT, TAG_ERROR, TAG_INTERMEDIATE, TAG_STOPPED_EARLY, TAG_SELECTION_METRIC,
                                  TAG_STUDY, TAG_TARGET, TARGET_EPOCH, final_dev, summarize_final)
 from xstilts.trainables.ray_compat import tune_stop_event
-from xstilts.trainables.tracking import TrialRun
+from xstilts.trainables.trial_run import TrialRun
 from xstilts.trainables.train_loop import ENCODER_DIR, train_phase
 
 
