@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from xstilts.mlflow_store import sqlite_path
+from xstilts.search_spaces.dimensions import CATEGORY, DIMENSIONS, INTERMEDIATE, LAYER, LEARNING_RATE
 from xstilts.tasks import NONE, TASKS, UnknownTaskError, get_task
 from xstilts.tasks.modeling import TRAINABLE_KINDS
 from xstilts.trainables.config import ResourceOptions, TrainingOptions
@@ -337,13 +338,8 @@ def _full_source(spec: str) -> str:
     return source_name(task, language or get_task(task).train_language)
 
 
-SEARCH_PARAMS = {
-    "intermediate_lr": "learning rate of phase 2 (intermediate task)",
-    "target_lr": "learning rate of phase 3 (target task)",
-    "retrieval_layer": "hidden_states index pooled for retrieval targets (0 = embeddings; XTREME: 14 of 24)",
-    "target_train": "how phase 3 trains: english (zero-shot) or translate_train (every target language's train split)",
-}
-TARGET_TRAIN = ("english", "translate_train")
+SEARCH_PARAMS = {name: dimension.help for name, dimension in DIMENSIONS.items()}
+TARGET_TRAIN = DIMENSIONS["target_train"].allowed
 RETRIEVAL = "retrieval"  # target-only kind: no phase 3, the phase-2 encoder is evaluated directly
 PARAM_TYPES = ("loguniform", "uniform", "choice")
 
@@ -429,7 +425,8 @@ def _param_spec(name: str, raw: Any) -> ParamSpec:
     if "values" in raw and not isinstance(raw["values"], list):
         raise ConfigError(f"{where}.values", f"must be a list, got {short(raw['values'])}", "e.g. values: [1e-5, 3e-5]")
     values = tuple(raw["values"]) if isinstance(raw.get("values"), list) else ()
-    if name not in ("target_train", "retrieval_layer"):
+    dimension = DIMENSIONS[name]
+    if dimension.values == LEARNING_RATE:
         values = tuple(as_number(v) for v in values)
     spec = _build(ParamSpec, {**raw, **({"values": values} if "values" in raw else {})}, where)
     if spec.type not in PARAM_TYPES:
@@ -444,16 +441,16 @@ def _param_spec(name: str, raw: Any) -> ParamSpec:
         if spec.low > spec.high:
             raise ConfigError(f"{where}.low", f"low {spec.low:g} > high {spec.high:g}", "swap them")
         numbers = [spec.low, spec.high]
-    if name == "target_train":
-        if spec.type != "choice" or not spec.values or not all(v in TARGET_TRAIN for v in spec.values) \
+    if dimension.values == CATEGORY:
+        if spec.type != "choice" or not spec.values or not all(v in dimension.allowed for v in spec.values) \
                 or len(set(spec.values)) != len(spec.values):
-            raise ConfigError(where, f"must be {{type: choice, values: [...]}} of {', '.join(TARGET_TRAIN)}, got {short(raw)}",
-                              "e.g. {type: choice, values: [english, translate_train]}")
+            raise ConfigError(where, f"must be {{type: choice, values: [...]}} of {', '.join(dimension.allowed)}, got {short(raw)}",
+                              f"e.g. {dimension.example()}")
         return spec
-    if name == "retrieval_layer":
+    if dimension.values == LAYER:
         if spec.type != "choice" or not all(isinstance(v, int) and not isinstance(v, bool) for v in spec.values):
             raise ConfigError(where, "must be {type: choice, values: [...]} of layer numbers (integers)",
-                              "e.g. {type: choice, values: [8, 14, 20]}")
+                              f"e.g. {dimension.example()}")
         return spec
     for value in numbers:
         if not _finite(value) or value <= 0:
@@ -532,11 +529,15 @@ def parse_config(raw: Any, source: str = "config") -> StudyConfig:
             raise ConfigError(f"search_space.{key}", "unknown parameter",
                               f"use one of: {', '.join(SEARCH_PARAMS)} (the intermediate task is searched over intermediate_tasks)")
     space = {key: _param_spec(key, value) for key, value in space_raw.items()}
-    if "target_lr" not in space:
-        raise ConfigError("search_space.target_lr", "is missing", "add e.g. {type: loguniform, low: 5e-6, high: 3e-5}")
-    if any(t != NONE for t in intermediates) and "intermediate_lr" not in space:
-        raise ConfigError("search_space.intermediate_lr", "is missing (an intermediate task is listed)",
-                          "add e.g. {type: choice, values: [1e-5, 3e-5]}")
+    for dimension in DIMENSIONS.values():
+        # Required where a trial it applies to can exist: phase 3 always can (retrieval targets
+        # are checked with the rest of the values); phase 2 when an intermediate task is listed.
+        if not dimension.required or dimension.name in space:
+            continue
+        if dimension.applies_to == INTERMEDIATE and all(t == NONE for t in intermediates):
+            continue
+        why = " (an intermediate task is listed)" if dimension.applies_to == INTERMEDIATE else ""
+        raise ConfigError(f"search_space.{dimension.name}", f"is missing{why}", f"add e.g. {dimension.example()}")
 
     config = StudyConfig(
         name=name, model=raw["model"], target_tasks=targets, intermediate_tasks=intermediates,

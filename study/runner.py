@@ -19,6 +19,7 @@ from pathlib import Path
 import yaml
 
 from xstilts.mlflow_store import absolute_sqlite_uri, find_study_run, sqlite_path
+from xstilts.trainables.config import CATALOG_KEY
 from xstilts.study.config import ConfigError, StudyConfig
 from xstilts.storage import Location, StorageError, child, is_uri, probe
 from xstilts.study.search import make_scheduler, make_searcher
@@ -284,7 +285,7 @@ def trial_base_config(study: ResolvedStudy, target: str, model_path: str, experi
         "mlflow_tracking_uri": redact_uri(study.tracking_uri), "mlflow_experiment_id": experiment_id,
         "mlflow_parent_run_id": parent_run_id, "data_dir": c.data_dir, "data_files": c.data_files,
         "feature_cache_dir": study.feature_cache_dir,
-        "intermediate_catalog": c.intermediate_catalog(),
+        CATALOG_KEY: c.intermediate_catalog(),
         "training": dataclasses.asdict(c.training), "resources": dataclasses.asdict(c.resources),
     }
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from xstilts.search_spaces.dimensions import DIMENSIONS
 from xstilts.study.config import ParamSpec, StudyConfig
 from xstilts.tasks import NONE, get_task
 from xstilts.tasks.record_schema import EPOCH_EN_DEV, FINAL_EN_DEV, TARGET_EPOCH
@@ -32,23 +33,20 @@ class DefineSpace:
     def __call__(self, trial):
         constants = {}
         intermediate = trial.suggest_categorical("intermediate_task", list(self.intermediate_tasks))
-        if intermediate != NONE:
-            _suggest(trial, "intermediate_lr", self.search_space["intermediate_lr"])
-        else:
-            constants["intermediate_lr"] = 0.0
-        if self.retrieval_target:
-            constants["target_lr"] = 0.0
-            if "retrieval_layer" in self.search_space:
-                trial.suggest_categorical("retrieval_layer", list(self.search_space["retrieval_layer"].values))
-        else:
-            _suggest(trial, "target_lr", self.search_space["target_lr"])
-            if "target_train" in self.search_space:
-                trial.suggest_categorical("target_train", list(self.search_space["target_train"].values))
+        for dimension in DIMENSIONS.values():  # in the table's order: the seeded draws depend on it
+            if not dimension.applies(intermediate, self.retrieval_target):
+                if dimension.absent is not None:
+                    constants[dimension.name] = dimension.absent
+            elif dimension.name in self.search_space:
+                _suggest(trial, dimension.name, self.search_space[dimension.name])
         return constants or None
 
 
-def _middle(spec: ParamSpec) -> float:
-    """A central value of a dimension: the middle choice, or the (geometric) midpoint."""
+def _middle(spec: ParamSpec, preferred=None) -> float:
+    """A central value of a dimension: its preferred value when allowed, the middle choice, or the
+    (geometric) midpoint."""
+    if preferred is not None and preferred in spec.values:
+        return preferred
     if spec.type == "choice":
         return spec.values[len(spec.values) // 2]
     if spec.type == "loguniform":
@@ -124,16 +122,12 @@ def make_searcher(config: StudyConfig, target_index: int, storage_url: str | Non
         sampler = optuna.samplers.RandomSampler(seed=seed)
     retrieval = get_task(config.target_tasks[target_index]).kind == "retrieval"
     def point_for(intermediate: str) -> dict:
+        # The dimensions that apply, at their preferred or central values (target_train:
+        # english, the zero-shot setting proper, when it is allowed).
         point = {"intermediate_task": intermediate}
-        if intermediate != NONE:
-            point["intermediate_lr"] = _middle(config.search_space["intermediate_lr"])
-        if not retrieval:
-            point["target_lr"] = _middle(config.search_space["target_lr"])
-            if "target_train" in config.search_space:  # the zero-shot setting proper
-                values = config.search_space["target_train"].values
-                point["target_train"] = "english" if "english" in values else values[0]
-        elif "retrieval_layer" in config.search_space:
-            point["retrieval_layer"] = _middle(config.search_space["retrieval_layer"])
+        for dimension in DIMENSIONS.values():
+            if dimension.applies(intermediate, retrieval) and dimension.name in config.search_space:
+                point[dimension.name] = _middle(config.search_space[dimension.name], dimension.preferred)
         return point
 
     points = []

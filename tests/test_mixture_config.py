@@ -198,3 +198,22 @@ def test_a_target_without_english_dev_passes_the_preflight_and_holds_out(tmp_pat
     assert _holdout_size(get_task("xnli"), "en", same, same, cfg) == 5
     (data / "dev-en.tsv").write_text(rows)
     assert _holdout_size(get_task("xnli"), "en", options, options, cfg) == 0
+
+
+def test_trial_config_is_strict(tmp_path):
+    """An unknown key in a trial's Tune config (a misspelt or unconsumed search dimension) is an
+    error naming it, not silently dropped; every search dimension is a TrialConfig field."""
+    import dataclasses
+
+    from xstilts.search_spaces.dimensions import DIMENSIONS
+    from xstilts.trainables.config import TrialConfig
+
+    fields = {f.name for f in dataclasses.fields(TrialConfig)}
+    assert set(DIMENSIONS) <= fields
+    good = _trial(parse_config(_raw(tmp_path)), "nli_en_near", "translate_train")
+    raw = {**{f.name: getattr(good, f.name) for f in dataclasses.fields(TrialConfig)},
+           "training": dataclasses.asdict(good.training), "resources": dataclasses.asdict(good.resources),
+           "intermediate_sources": list(good.intermediate_sources)}
+    assert TrialConfig.from_tune_config(raw) == good
+    with pytest.raises(ValueError, match="target_lrr"):
+        TrialConfig.from_tune_config({**raw, "target_lrr": 1e-3})

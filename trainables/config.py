@@ -111,6 +111,9 @@ class PhaseConfig:
                       "weights": tuple(weights) if weights is not None else None})
 
 
+CATALOG_KEY = "intermediate_catalog"  # {intermediate choice: what it trains on}, sent by the driver
+
+
 @dataclass(frozen=True)
 class TrialConfig:
     """One point of the search space plus the study-wide settings a trial needs."""
@@ -146,13 +149,20 @@ class TrialConfig:
 
     @classmethod
     def from_tune_config(cls, config: dict) -> "TrialConfig":
+        """Strict: a key that is neither a field nor the study's intermediate catalog is an error
+        (a misspelt or newly searched dimension must not be dropped silently)."""
         names = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in config.items() if k in names}
+        unknown = sorted(set(config) - names - {CATALOG_KEY})
+        if unknown:
+            raise ValueError(f"trial config has unknown key(s) {', '.join(unknown)}: a search dimension needs a "
+                             f"TrialConfig field of the same name (search_spaces/dimensions.py)")
+        values = dict(config)
+        values.pop(CATALOG_KEY, None)
         values["mlflow_tracking_uri"] = trial_tracking_uri(values["mlflow_tracking_uri"])
         values["training"] = TrainingOptions(**config["training"])
         values["resources"] = ResourceOptions(**config["resources"])
         # The study sends what every intermediate choice trains on; keep the one this trial drew.
-        entry = (config.get("intermediate_catalog") or {}).get(values.get("intermediate_task"))
+        entry = (config.get(CATALOG_KEY) or {}).get(values.get("intermediate_task"))
         if entry is not None:
             values.update(intermediate_sources=entry["sources"], intermediate_sampling=entry["sampling"],
                           intermediate_temperature=entry["temperature"],
