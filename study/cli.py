@@ -292,7 +292,8 @@ def _check_experiment(experiment) -> None:
 def _check_store_args(command: str, args, out: str | None = None, out_kind: str = "report") -> int | None:
     """The inputs of analyze/report/export, before any MLflow access: names, --out, the tracking
     URI (probed with a short deadline). None when all is well, else the exit code of bad input."""
-    from xstilts.study.config import ConfigError, check_name, check_writable, short
+    from xstilts.study.config import ConfigError, check_name, short
+    from xstilts.study.preflight import check_writable
     from xstilts.study.probes import probe_tracking_uri
 
     try:

@@ -6,10 +6,8 @@ starts and before anything is written (no MLflow run, no folder).
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import re
-import reprlib
 import stat
 import types
 import typing
@@ -19,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from xstilts.mlflow_store import sqlite_path
+from xstilts.fields import FieldError, finite as _finite, is_number as _is_number, positive_int, short
 from xstilts.search_spaces.dimensions import CATEGORY, DIMENSIONS, INTERMEDIATE, LAYER, LEARNING_RATE
 from xstilts.tasks import NONE, TASKS, UnknownTaskError, get_task
 from xstilts.tasks.modeling import TRAINABLE_KINDS
@@ -29,14 +27,12 @@ from xstilts.trainables.embedded_model import EMBEDDED_MODEL
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "search_spaces" / "embedded_default.yaml"
 
 
-class ConfigError(ValueError):
-    """One line: `<field>: <problem>; <fix>`."""
+class ConfigError(FieldError):
+    """One line: `config field '<field>': <problem>; <fix>` (field named from the config's top)."""
 
     def __init__(self, field_name: str, problem: str, fix: str = ""):
-        field_name = _one_line(str(field_name), MAX_QUOTED)
-        self.field_name = field_name
-        self.problem, self.fix = _one_line(problem, 2000), _one_line(fix, 2000)
-        super().__init__(f"config field '{field_name}': {self.problem}" + (f"; {self.fix}" if self.fix else ""))
+        super().__init__(field_name, problem, fix)
+        self.args = (f"config field '{self.field_name}': {self.problem}" + (f"; {self.fix}" if self.fix else ""),)
 
 
 # Limits of the input boundary: what a config file, a YAML document and a name may be.
@@ -44,31 +40,10 @@ MAX_CONFIG_BYTES = 1_000_000  # a study config is a few KB
 MAX_DEPTH = 50  # nesting of mappings/lists (a study config nests 3 deep)
 MAX_EXPANDED_NODES = 10_000  # YAML nodes after expanding aliases (a study config has ~200)
 MAX_EXPANDED_CHARS = 1_000_000  # scalar characters after expanding aliases
-MAX_QUOTED = 80  # characters of any value quoted in an error message
 MAX_NAME_LENGTH = 100  # a study name is a folder name, an MLflow tag and part of Tune's paths
 NAME_TIMESTAMP = "-20260101-120000"  # what resolve() appends to a config's name
 MAX_SEED = 2**32 - 1  # numpy / Optuna seeds
 _NAME_RE = re.compile(r"[A-Za-z0-9._-]+")
-
-_short_repr = reprlib.Repr()
-_short_repr.maxstring = _short_repr.maxother = _short_repr.maxlong = MAX_QUOTED
-_short_repr.maxlist = _short_repr.maxtuple = _short_repr.maxdict = _short_repr.maxset = 6
-_short_repr.maxlevel = 3
-
-
-def _one_line(text: str, limit: int) -> str:
-    text = text.replace("\r", "\\r").replace("\n", "\\n")
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def short(value: Any) -> str:
-    """A value quoted in an error message: its repr, bounded (never built from a whole huge value)."""
-    try:
-        text = _short_repr.repr(value)
-    except Exception:  # a repr that fails: name the type only
-        text = f"<{type(value).__name__}>"
-    return _one_line(text, MAX_QUOTED)
-
 
 def check_name(value: Any, where: str, max_length: int = MAX_NAME_LENGTH) -> str:
     """A study name: 1..max_length of A-Z a-z 0-9 . _ -, not `.`/`..`, not starting with `-`
@@ -261,6 +236,21 @@ class SearchConfig:
     # with a tracking server).
     optuna_storage: str = "auto"
 
+    def check(self) -> None:
+        if self.algorithm != "optuna":
+            raise FieldError("algorithm", f"unknown algorithm {short(self.algorithm)}", "use optuna")
+        if self.sampler not in ("tpe", "random"):
+            raise FieldError("sampler", f"unknown sampler {short(self.sampler)}", "use tpe or random")
+        if self.scheduler not in ("asha", "fifo"):
+            raise FieldError("scheduler", f"unknown scheduler {short(self.scheduler)}", "use asha or fifo")
+        positive_int(self.grace_period, "grace_period", "use 1 or more epochs")
+        storage = self.optuna_storage
+        if not isinstance(storage, str) or not (storage in ("auto", "none") or "://" in storage) or len(storage) > 1000:
+            raise FieldError("optuna_storage", f"must be auto, none or an RDB URL, got {short(storage)}",
+                             "e.g. search.optuna_storage: sqlite:////abs/path/optuna.db (or auto)")
+        if self.reduction_factor < 2:
+            raise FieldError("reduction_factor", f"must be >= 2, got {self.reduction_factor}", "use 2, 3 or 4")
+
 
 @dataclass(frozen=True)
 class MixtureConfig:
@@ -279,6 +269,18 @@ class MixtureConfig:
 class MlflowConfig:
     tracking_uri: str = "sqlite:///xstilts_runs/mlflow.db"
     experiment: str = "xstilts"
+
+    def check(self) -> None:
+        if not isinstance(self.experiment, str) or not self.experiment.strip() \
+                or not self.experiment.isprintable() or len(self.experiment) > 200:
+            raise FieldError("experiment", f"must be a printable, non-empty name of at most 200 characters, "
+                             f"got {short(self.experiment)}", "e.g. experiment: xstilts")
+        if not self.tracking_uri.isprintable() or " " in self.tracking_uri:
+            raise FieldError("tracking_uri", f"{short(self.tracking_uri)} has spaces or control characters",
+                             "use sqlite:///path/mlflow.db or http://host:port")
+        if self.tracking_uri.split(":", 1)[0] not in TRACKING_SCHEMES:
+            raise FieldError("tracking_uri", f"unsupported URI {short(self.tracking_uri)}",
+                             "use sqlite:///path/mlflow.db or http://host:port (MLflow 3 refuses plain ./mlruns)")
 
 
 @dataclass(frozen=True)
@@ -340,6 +342,7 @@ def _full_source(spec: str) -> str:
 
 SEARCH_PARAMS = {name: dimension.help for name, dimension in DIMENSIONS.items()}
 TARGET_TRAIN = DIMENSIONS["target_train"].allowed
+TRACKING_SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "databricks")
 RETRIEVAL = "retrieval"  # target-only kind: no phase 3, the phase-2 encoder is evaluated directly
 PARAM_TYPES = ("loguniform", "uniform", "choice")
 
@@ -356,17 +359,6 @@ def as_number(value: Any) -> Any:
     if isinstance(value, str) and len(value) <= 40 and _NUMBER_TEXT.match(value.strip()):
         return float(value.strip())
     return value
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _finite(value: Any) -> bool:
-    try:
-        return _is_number(value) and math.isfinite(value)
-    except OverflowError:  # an int too big for a float
-        return False
 
 
 def _type_ok(value: Any, annotation: Any) -> bool:
@@ -552,6 +544,9 @@ def parse_config(raw: Any, source: str = "config") -> StudyConfig:
         seed=raw.get("seed", 0), mixtures=mixtures,
     )
     _check_values(config)
+    from xstilts.study.preflight import check_paths  # imports this module
+
+    check_paths(config)
     return config
 
 
@@ -607,187 +602,32 @@ def _positive_int(value: Any, where: str, fix: str) -> None:
 
 
 def _check_values(c: StudyConfig) -> None:
+    """Every field's value, section by section (each dataclass checks its own fields), then what
+    spans sections. Paths, files and servers are the preflight's (xstilts.study.preflight)."""
     _positive_int(c.num_samples, "num_samples", "run at least 1 trial per target task")
     _positive_int(c.max_concurrent_trials, "max_concurrent_trials", "use 1 or more")
     for where, seed in (("seed", c.seed), ("search.seed", c.search.seed)):
         if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:
             raise ConfigError(where, f"must be an integer in [0, {MAX_SEED}], got {short(seed)}", f"e.g. {where}: 0")
-    if c.search.algorithm != "optuna":
-        raise ConfigError("search.algorithm", f"unknown algorithm {short(c.search.algorithm)}", "use optuna")
-    if c.search.sampler not in ("tpe", "random"):
-        raise ConfigError("search.sampler", f"unknown sampler {short(c.search.sampler)}", "use tpe or random")
-    if c.search.scheduler not in ("asha", "fifo"):
-        raise ConfigError("search.scheduler", f"unknown scheduler {short(c.search.scheduler)}", "use asha or fifo")
-    _positive_int(c.search.grace_period, "search.grace_period", "use 1 or more epochs")
-    storage = c.search.optuna_storage
-    if not isinstance(storage, str) or not (storage in ("auto", "none") or "://" in storage) or len(storage) > 1000:
-        raise ConfigError("search.optuna_storage", f"must be auto, none or an RDB URL, got {short(storage)}",
-                          "e.g. search.optuna_storage: sqlite:////abs/path/optuna.db (or auto)")
-    if c.search.reduction_factor < 2:
-        raise ConfigError("search.reduction_factor", f"must be >= 2, got {c.search.reduction_factor}", "use 2, 3 or 4")
-    _positive_int(c.resources.num_workers, "resources.num_workers", "use 1 or more Ray Train workers")
-    if not _finite(c.resources.cpus_per_worker) or c.resources.cpus_per_worker <= 0:
-        raise ConfigError("resources.cpus_per_worker", f"must be a finite number > 0, got {short(c.resources.cpus_per_worker)}",
-                          "use e.g. 1")
-    for name, example in (("max_failures", 2), ("trial_max_failures", 1)):
-        value = getattr(c.resources, name)
-        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 100:
-            raise ConfigError(f"resources.{name}", f"must be an integer in [0, 100], got {short(value)}", f"use e.g. {example}")
-    for where, value in (("training.warmup_ratio", c.training.warmup_ratio), ("training.weight_decay", c.training.weight_decay),
-                         ("training.max_grad_norm", c.training.max_grad_norm), ("training.mlm_weight", c.training.mlm_weight),
-                         ("training.mlm_probability", c.training.mlm_probability),
-                         ("training.holdout_fraction", c.training.holdout_fraction)):
-        if not _finite(value):
-            raise ConfigError(where, f"must be a finite number, got {short(value)}", "give a number (not .nan or .inf)")
+    for section, options in (("search", c.search), ("resources", c.resources), ("training", c.training),
+                             ("mlflow", c.mlflow)):
+        try:
+            options.check()
+        except FieldError as error:
+            raise ConfigError(f"{section}.{error.field_name}", error.problem, error.fix) from None
     t = c.training
-    for name in ("batch_size", "gradient_accumulation_steps", "intermediate_epochs", "target_epochs", "eval_batch_size"):
-        _positive_int(getattr(t, name), f"training.{name}", "use 1 or more")
-    for name in ("max_length", "max_train_examples", "intermediate_max_train_examples", "max_eval_examples"):
-        if getattr(t, name) is not None:
-            _positive_int(getattr(t, name), f"training.{name}", "use 1 or more, or null for no limit")
-    for field_name, example in (("max_train_examples_by_task", "{pawsx: 1800}"),
-                                ("max_eval_examples_by_task", "{bucc2018: 2000}")):
-        caps = getattr(t, field_name)
-        if caps is None:
-            continue
-        if not isinstance(caps, dict):
-            raise ConfigError(f"training.{field_name}", f"must be a mapping, got {short(caps)}", f"e.g. {example}")
-        for name, cap in caps.items():
-            where = f"training.{field_name}.{name}"
-            if name not in TASKS:
-                raise ConfigError(where, "is not a known task", f"use a task name, one of: {', '.join(sorted(TASKS))}")
-            _positive_int(cap, where, "use 1 or more, or remove the task for the study-wide cap")
-    if not 0 <= t.warmup_ratio < 1:
-        raise ConfigError("training.warmup_ratio", f"must be in [0, 1), got {t.warmup_ratio}", "the paper uses 0.1")
-    if t.weight_decay < 0 or t.max_grad_norm <= 0:
-        raise ConfigError("training.weight_decay" if t.weight_decay < 0 else "training.max_grad_norm",
-                          "is out of range", "use weight_decay >= 0 and max_grad_norm > 0")
-    if t.mlm_weight < 0 or not math.isfinite(t.mlm_weight):
-        raise ConfigError("training.mlm_weight", f"must be >= 0, got {t.mlm_weight}", "use 0 (off) or e.g. 0.5")
-    if t.mlm_weight > 0:
-        if t.mlm_corpus is None and not c.uses_embedded_model:
-            raise ConfigError("training.mlm_corpus", "is missing (training.mlm_weight > 0)",
-                              "give a text file of unlabeled multilingual sentences, one per line")
-        if t.mlm_corpus not in (None, "synthetic") and not os.path.isfile(t.mlm_corpus):
-            raise ConfigError("training.mlm_corpus", f"file {short(t.mlm_corpus)} does not exist",
-                              "give a text file with one sentence per line, or set mlm_weight: 0")
-    if not 0 < t.mlm_probability < 1:
-        raise ConfigError("training.mlm_probability", f"must be in (0, 1), got {t.mlm_probability}", "BERT uses 0.15")
-    if t.early_stopping_patience is not None:
-        _positive_int(t.early_stopping_patience, "training.early_stopping_patience", "use 1 or more epochs, or null")
-    if not 0 < t.holdout_fraction < 1:
-        raise ConfigError("training.holdout_fraction", f"must be in (0, 1), got {t.holdout_fraction}", "use e.g. 0.1")
+    if t.mlm_weight > 0 and t.mlm_corpus is None and not c.uses_embedded_model:
+        raise ConfigError("training.mlm_corpus", "is missing (training.mlm_weight > 0)",
+                          "give a text file of unlabeled multilingual sentences, one per line")
     if c.search.grace_period > t.target_epochs:
         raise ConfigError("search.grace_period", f"{c.search.grace_period} > training.target_epochs {t.target_epochs}",
                           "ASHA could never stop a trial; lower grace_period")
-    if not isinstance(c.mlflow.experiment, str) or not c.mlflow.experiment.strip() \
-            or not c.mlflow.experiment.isprintable() or len(c.mlflow.experiment) > 200:
-        raise ConfigError("mlflow.experiment", f"must be a printable, non-empty name of at most 200 characters, "
-                          f"got {short(c.mlflow.experiment)}", "e.g. experiment: xstilts")
-    if not c.mlflow.tracking_uri.isprintable() or " " in c.mlflow.tracking_uri:
-        raise ConfigError("mlflow.tracking_uri", f"{short(c.mlflow.tracking_uri)} has spaces or control characters",
-                          "use sqlite:///path/mlflow.db or http://host:port")
-    scheme = c.mlflow.tracking_uri.split(":", 1)[0]
-    if scheme not in ("sqlite", "http", "https", "postgresql", "mysql", "databricks"):
-        raise ConfigError("mlflow.tracking_uri", f"unsupported URI {short(c.mlflow.tracking_uri)}",
-                          "use sqlite:///path/mlflow.db or http://host:port (MLflow 3 refuses plain ./mlruns)")
     for where, value in (("data_dir", c.data_dir), ("storage_path", c.storage_path), ("model", c.model)):
         if value is not None and (not isinstance(value, str) or not value.isprintable()):
             raise ConfigError(where, f"must be a path or name without control characters, got {short(value)}",
                               "give a plain string")
-    if c.data_dir is not None and not os.path.isdir(c.data_dir):
-        raise ConfigError("data_dir", f"folder {short(c.data_dir)} does not exist", "point it at a folder of task data or remove it")
-    _check_data(c)
-    if "://" not in c.storage_path:
-        _check_writable(Path(c.storage_path), "storage_path")
-    if scheme == "sqlite":
-        _check_writable(Path(sqlite_path(c.mlflow.tracking_uri)).parent, "mlflow.tracking_uri")
-    model = c.model
-    if model.startswith("embedded:") and model != EMBEDDED_MODEL:
-        raise ConfigError("model", f"{short(model)} is not an embedded model", f"use {EMBEDDED_MODEL}")
-    if model != EMBEDDED_MODEL and (model.startswith((".", "/", "~")) or os.sep in model and os.path.exists(model.split(os.sep)[0])):
-        if not os.path.isdir(os.path.expanduser(model)) or not os.path.exists(os.path.join(os.path.expanduser(model), "config.json")):
-            raise ConfigError("model", f"local model folder {short(model)} has no config.json",
-                              f"give an HF folder (save_pretrained) or a hub name like xlm-roberta-large, or {EMBEDDED_MODEL}")
-
-
-def _check_data(c: StudyConfig) -> None:
-    """With local data, every file a trial will read must exist: found here, not mid-study."""
-    from xstilts.tasks.base import DataOptions, TaskDataError
-
-    if c.data_files is not None and (not isinstance(c.data_files, dict)
-                                     or not all(isinstance(k, str) and isinstance(v, str) for k, v in c.data_files.items())):
-        raise ConfigError("data_files", "must map '<task>:<split>[:<lang>]' to a file path",
-                          "e.g. data_files: {xnli:train: xnli/test-en.labeled.tsv}")
-    try:
-        options = DataOptions(c.data_dir, None, c.seed, c.data_files)
-    except (TypeError, ValueError) as error:
-        raise ConfigError("data_files", str(error).splitlines()[0], "see docs/tasks.md for the keys") from None
-    if c.data_dir is None and not c.data_files:
-        # Generated data or the HF hub: a task that is on neither (CCG is licensed; LAReQA and
-        # Mewsli-X ship as files) would fail in every trial.
-        for name in c.target_tasks + tuple(s for n in c.intermediate_tasks for s in c.intermediate_sources(n)):
-            task = get_task(name.split("@")[0])
-            if task.locate is not None and not task.hub:
-                raise ConfigError("data_dir", f"task {task.name} is not on the HF hub and no local data is configured",
-                                  f"set data_dir (or data_files) to your copy of {task.name}; see docs/tasks.md")
-        return
-    # (task, split, language, field): every file a trial must read. Training splits only: a task
-    # without an English dev split validates on a subset held out of its training split.
-    needed = [(*_split_of(source), "intermediate_tasks") for name in c.intermediate_tasks
-              for source in c.intermediate_sources(name)]
-    needed += [(name, "train", get_task(name).train_language, "target_tasks") for name in c.target_tasks
-               if get_task(name).kind != RETRIEVAL]
-    for name, split, language, _ in needed:
-        task = get_task(name)
-        if task.locate is None or task.has_data(split, language, options):
-            continue
-        try:
-            task.locate(split, language, options)
-            problem = "has no such file"
-        except TaskDataError as error:
-            problem = str(error).splitlines()[0]
-        key = f"{name}:{split}" + (f":{language}" if language != task.train_language else "")
-        raise ConfigError("data_dir" if c.data_dir else "data_files",
-                          f"task {name} needs its {language} {split} split: {problem}",
-                          f"add the file or map it with data_files: {{{key}: <path>}}")
-    if "translate_train" in c.target_train_choices:
-        for name in c.target_tasks:
-            task = get_task(name)
-            if task.kind == RETRIEVAL or task.locate is None:
-                continue
-            if not any(task.has_data("train", l, options) for l in task.languages if l != task.train_language):
-                raise ConfigError("search_space.target_train",
-                                  f"translate_train needs non-English training splits of {name}, and none was found",
-                                  f"map them with data_files: {{{name}:train:<lang>: <path>}} or search english only")
-
-
-def _split_of(source: str) -> tuple[str, str, str]:
-    from xstilts.tasks.mixture import parse_source
-
-    name, language = parse_source(source)
-    return name, "train", language or get_task(name).train_language
-
-
-def _read_only_mount(path: Path) -> bool:
-    """On a read-only file system (os.access says yes to root even there)."""
-    try:
-        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
-    except (OSError, AttributeError):
-        return False
-
-
-def _check_writable(path: Path, where: str) -> None:
-    """The nearest existing ancestor must be a writable folder (nothing is created here)."""
-    probe = path.expanduser().absolute()
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK) or _read_only_mount(probe):
-        raise ConfigError(where, f"{short(str(path))} is not writable ({short(str(probe))} is not a writable folder)",
-                          "choose a folder you can write to")
-
-
-check_writable = _check_writable  # the CLI's --out checks use the same rule
+    if c.model.startswith("embedded:") and c.model != EMBEDDED_MODEL:
+        raise ConfigError("model", f"{short(c.model)} is not an embedded model", f"use {EMBEDDED_MODEL}")
 
 
 def load_config(path: str | os.PathLike | None = None) -> StudyConfig:
@@ -807,4 +647,7 @@ def with_overrides(config: StudyConfig, **changes) -> StudyConfig:
     if "name" in changes:
         check_name(updated.name, "--name")
     _check_values(updated)
+    from xstilts.study.preflight import check_paths
+
+    check_paths(updated)
     return updated

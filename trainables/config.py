@@ -6,6 +6,8 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 
+from xstilts.fields import FieldError, finite, finite_number, int_in, positive_int, short
+from xstilts.tasks import TASKS
 from xstilts.tasks.base import DataOptions
 
 
@@ -50,6 +52,41 @@ class TrainingOptions:
     # examples (at most max_eval_examples) as the English validation subset.
     holdout_fraction: float = 0.1
 
+    def check(self) -> None:
+        """Each field's own range (FieldError naming it); files are the preflight's business."""
+        for name in ("warmup_ratio", "weight_decay", "max_grad_norm", "mlm_weight", "mlm_probability", "holdout_fraction"):
+            finite_number(getattr(self, name), name)
+        for name in ("batch_size", "gradient_accumulation_steps", "intermediate_epochs", "target_epochs", "eval_batch_size"):
+            positive_int(getattr(self, name), name, "use 1 or more")
+        for name in ("max_length", "max_train_examples", "intermediate_max_train_examples", "max_eval_examples"):
+            if getattr(self, name) is not None:
+                positive_int(getattr(self, name), name, "use 1 or more, or null for no limit")
+        for field_name, example in (("max_train_examples_by_task", "{pawsx: 1800}"),
+                                    ("max_eval_examples_by_task", "{bucc2018: 2000}")):
+            caps = getattr(self, field_name)
+            if caps is None:
+                continue
+            if not isinstance(caps, dict):
+                raise FieldError(field_name, f"must be a mapping, got {short(caps)}", f"e.g. {example}")
+            for name, cap in caps.items():
+                if name not in TASKS:
+                    raise FieldError(f"{field_name}.{name}", "is not a known task",
+                                     f"use a task name, one of: {', '.join(sorted(TASKS))}")
+                positive_int(cap, f"{field_name}.{name}", "use 1 or more, or remove the task for the study-wide cap")
+        if not 0 <= self.warmup_ratio < 1:
+            raise FieldError("warmup_ratio", f"must be in [0, 1), got {self.warmup_ratio}", "the paper uses 0.1")
+        if self.weight_decay < 0 or self.max_grad_norm <= 0:
+            raise FieldError("weight_decay" if self.weight_decay < 0 else "max_grad_norm",
+                             "is out of range", "use weight_decay >= 0 and max_grad_norm > 0")
+        if self.mlm_weight < 0:
+            raise FieldError("mlm_weight", f"must be >= 0, got {self.mlm_weight}", "use 0 (off) or e.g. 0.5")
+        if not 0 < self.mlm_probability < 1:
+            raise FieldError("mlm_probability", f"must be in (0, 1), got {self.mlm_probability}", "BERT uses 0.15")
+        if self.early_stopping_patience is not None:
+            positive_int(self.early_stopping_patience, "early_stopping_patience", "use 1 or more epochs, or null")
+        if not 0 < self.holdout_fraction < 1:
+            raise FieldError("holdout_fraction", f"must be in (0, 1), got {self.holdout_fraction}", "use e.g. 0.1")
+
     def eval_cap(self, task: str) -> int | None:
         """How many examples of each of `task`'s evaluation splits (per language) are scored."""
         return (self.max_eval_examples_by_task or {}).get(task, self.max_eval_examples)
@@ -70,6 +107,13 @@ class ResourceOptions:
     # is 0: what is left after Train's retries is mostly a deterministic error.
     max_failures: int = 2  # Ray Train retries of a phase after a worker dies (resumes from checkpoint)
     trial_max_failures: int = 0  # Ray Tune retries of a trial that failed (after Train's retries)
+
+    def check(self) -> None:
+        positive_int(self.num_workers, "num_workers", "use 1 or more Ray Train workers")
+        if not finite(self.cpus_per_worker) or self.cpus_per_worker <= 0:
+            raise FieldError("cpus_per_worker", f"must be a finite number > 0, got {short(self.cpus_per_worker)}", "use e.g. 1")
+        for name, example in (("max_failures", 2), ("trial_max_failures", 1)):
+            int_in(getattr(self, name), 0, 100, name, f"use e.g. {example}")
 
 
 @dataclass(frozen=True)
