@@ -43,6 +43,7 @@ from xstilts.tasks.record_schema import (FINAL_ALL_LANGUAGES, FINAL_ZERO_SHOT, P
                                  PARAM_INTERMEDIATE_SAMPLING as PARAM_SAMPLING,
                                  PARAM_INTERMEDIATE_SOURCES as PARAM_SOURCES,
                                  PARAM_INTERMEDIATE_TEMPERATURE as PARAM_TEMPERATURE)
+from xstilts.tasks.kinds import kind_of
 
 DEFAULT_RETURNS_THRESHOLD = 0.5  # points of the score per added language
 ALL_TARGETS = "all targets (XTREME-style)"
@@ -516,8 +517,6 @@ def mixture_table(result: MixtureComparison) -> Table:
 # (iv) Intermediate tasks by type (NLI vs QA, ...)
 # ------------------------------------------------------------------------------------------------
 
-_NLI_LABELS = {"entailment", "neutral", "contradiction"}
-_KIND_TYPES = {"span_qa": "extractive QA", "multiple_choice": "multiple-choice QA", "tagging": "tagging"}
 _QA_TYPES = ("extractive QA", "multiple-choice QA")
 
 
@@ -526,9 +525,7 @@ def task_type(task_name: str) -> str:
         task = get_task(task_name)
     except UnknownTaskError:
         return "unknown"
-    if task.kind == "classification":
-        return "NLI" if set(task.labels) == _NLI_LABELS else "classification"
-    return _KIND_TYPES.get(task.kind, task.kind)
+    return kind_of(task).task_type(task)
 
 
 def arm_type(arm: Arm) -> str | None:

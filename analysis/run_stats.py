@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from xstilts.tasks import UnknownTaskError, get_task
+from xstilts.tasks.kinds import kind_of
 from xstilts.tasks.record_schema import METRIC_PHASE_CACHE_HIT, PARAM_RETRIEVAL_LAYER, STUDY_SESSIONS, STUDY_WALL_SECONDS, FINAL_ALL_LANGUAGES
 
 if TYPE_CHECKING:
@@ -98,7 +99,7 @@ class RunStats:
 
 def _is_retrieval(target: str) -> bool:
     try:
-        return get_task(target).kind == "retrieval"
+        return not kind_of(get_task(target)).trainable
     except UnknownTaskError:
         return False
 

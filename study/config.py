@@ -20,6 +20,7 @@ import yaml
 from xstilts.fields import FieldError, finite as _finite, is_number as _is_number, positive_int, short
 from xstilts.search_spaces.dimensions import CATEGORY, DIMENSIONS, INTERMEDIATE, LAYER, LEARNING_RATE
 from xstilts.tasks import NONE, TASKS, UnknownTaskError, get_task
+from xstilts.tasks.kinds import KINDS
 from xstilts.tasks.modeling import TRAINABLE_KINDS
 from xstilts.trainables.config import ResourceOptions, TrainingOptions
 from xstilts.trainables.embedded_model import EMBEDDED_MODEL
@@ -343,7 +344,6 @@ def _full_source(spec: str) -> str:
 SEARCH_PARAMS = {name: dimension.help for name, dimension in DIMENSIONS.items()}
 TARGET_TRAIN = DIMENSIONS["target_train"].allowed
 TRACKING_SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "databricks")
-RETRIEVAL = "retrieval"  # target-only kind: no phase 3, the phase-2 encoder is evaluated directly
 PARAM_TYPES = ("loguniform", "uniform", "choice")
 
 
@@ -504,7 +504,7 @@ def parse_config(raw: Any, source: str = "config") -> StudyConfig:
     name = check_name(raw["name"], "name", MAX_NAME_LENGTH - len(NAME_TIMESTAMP))
 
     targets = _task_list(raw["target_tasks"], "target_tasks", allow_none=False,
-                         allowed_kinds=TRAINABLE_KINDS + (RETRIEVAL,))
+                         allowed_kinds=tuple(KINDS))  # retrieval targets too: no phase 3
     mixtures = _mixtures(raw.get("mixtures"))
     intermediates = _task_list(raw["intermediate_tasks"], "intermediate_tasks", allow_none=True,
                                allowed_kinds=TRAINABLE_KINDS, mixtures=mixtures, allow_language=True)

@@ -22,6 +22,7 @@ import os
 import statistics
 import time
 
+from xstilts.tasks.kinds import kind_of
 DESCRIPTION = ("Validate a study config and probe what it points at (as `xstilts validate`), then print what the "
                "study would run: trials per target task, the distinct phase-2 trainings and which of them the phase "
                "cache already holds, the resources of a trial, and an estimate of the compute (training tokens over "
@@ -203,7 +204,7 @@ def make_plan(study, address: str | None = None) -> dict:
     targets = []
     for name in c.target_tasks:
         task = get_task(name)
-        retrieval = task.kind == "retrieval"
+        retrieval = not kind_of(task).trainable
         examples = None if retrieval else _train_examples([name], study, lambda t: _cap(c.training, t, "target"))
         epochs = 0 if retrieval else c.training.target_epochs
         targets.append({"target_task": name, "kind": task.kind, "trials": c.num_samples, "target_epochs": epochs,

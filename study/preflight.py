@@ -8,8 +8,9 @@ import os
 from pathlib import Path
 
 from xstilts.mlflow_store import sqlite_path
-from xstilts.study.config import RETRIEVAL, ConfigError, StudyConfig, short
+from xstilts.study.config import ConfigError, StudyConfig, short
 from xstilts.tasks import get_task
+from xstilts.tasks.kinds import kind_of
 from xstilts.trainables.embedded_model import EMBEDDED_MODEL
 
 
@@ -59,7 +60,7 @@ def _check_data(c: StudyConfig) -> None:
     needed = [(*_split_of(source), "intermediate_tasks") for name in c.intermediate_tasks
               for source in c.intermediate_sources(name)]
     needed += [(name, "train", get_task(name).train_language, "target_tasks") for name in c.target_tasks
-               if get_task(name).kind != RETRIEVAL]
+               if kind_of(get_task(name)).trainable]
     for name, split, language, _ in needed:
         task = get_task(name)
         if task.locate is None or task.has_data(split, language, options):
@@ -76,7 +77,7 @@ def _check_data(c: StudyConfig) -> None:
     if "translate_train" in c.target_train_choices:
         for name in c.target_tasks:
             task = get_task(name)
-            if task.kind == RETRIEVAL or task.locate is None:
+            if not kind_of(task).trainable or task.locate is None:
                 continue
             if not any(task.has_data("train", l, options) for l in task.languages if l != task.train_language):
                 raise ConfigError("search_space.target_train",

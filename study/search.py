@@ -8,6 +8,7 @@ from xstilts.search_spaces.dimensions import DIMENSIONS
 from xstilts.study.config import ParamSpec, StudyConfig
 from xstilts.tasks import NONE, get_task
 from xstilts.tasks.record_schema import EPOCH_EN_DEV, FINAL_EN_DEV, TARGET_EPOCH
+from xstilts.tasks.kinds import kind_of
 
 SELECTION_METRIC = EPOCH_EN_DEV  # reported by phase 3 every epoch: the English dev metric
 TIME_ATTR = TARGET_EPOCH  # our own epoch counter: training_iteration restarts after a Train retry
@@ -120,7 +121,7 @@ def make_searcher(config: StudyConfig, target_index: int, storage_url: str | Non
         sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(4, config.num_samples))
     else:
         sampler = optuna.samplers.RandomSampler(seed=seed)
-    retrieval = get_task(config.target_tasks[target_index]).kind == "retrieval"
+    retrieval = not kind_of(get_task(config.target_tasks[target_index])).trainable
     def point_for(intermediate: str) -> dict:
         # The dimensions that apply, at their preferred or central values (target_train:
         # english, the zero-shot setting proper, when it is allowed).

@@ -150,6 +150,9 @@ class TaskSpec:
     train_language: str = "en"
     max_length: int = 128
     description: str = ""
+    # span_qa: how answers are normalised before EM/F1: "squad" (SQuAD's English rules, for every
+    # language, as the official XQuAD/TyDiQA scorers do) or "mlqa" (MLQA's per-language rules).
+    answer_normalization: str = "squad"
     # The public HF hub dataset ids the loader reads when DataOptions.data_dir is None (empty:
     # not on the hub, or generated).
     hub: tuple[str, ...] = ()

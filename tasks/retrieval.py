@@ -49,6 +49,7 @@ import math
 import torch
 
 from xstilts.tasks.base import DataOptions, RetrievalCorpus, TaskDataError, TaskSpec
+from xstilts.tasks.kinds import kind_of
 from xstilts.tasks.metrics import accuracy, bucc_prf
 
 BUCC_METRIC = "f1"  # a retrieval task whose metric is f1 is mined BUCC-style ...
@@ -102,7 +103,7 @@ def embed_sentences(model, tokenizer, sentences, layer: int | None = None, batch
     from xstilts.tasks.modeling import usable_length  # imported here: xstilts.tasks.modeling loads transformers
 
     # Single sentences: segment 0 everywhere, which is also what every encoder fills in when
-    # token_type_ids are left out, so none are passed (see xstilts.tasks.modeling._wants_segment_ids).
+    # token_type_ids are left out, so none are passed (see xstilts.tasks.modeling.wants_segment_ids).
     encoded = tokenizer(sentences, truncation=True, max_length=usable_length(tokenizer, max_length))["input_ids"]
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0  # masked out either way
@@ -328,7 +329,7 @@ def evaluate_retrieval(task: TaskSpec, model, tokenizer, options: DataOptions = 
     partial local copy (the shared samples hold BUCC zh only) scores what it has, as the
     zero-shot evaluation of the other kinds does; an error when none has any.
     """
-    if task.kind != "retrieval":
+    if kind_of(task).trainable:
         raise ValueError(f"task {task.name} is of kind {task.kind!r}, not retrieval")
     if languages is None:
         languages = tuple(l for l in task.languages if task.has_data(split, l, options))

@@ -285,7 +285,7 @@ def _mlqa_hub(split: str, language: str) -> list:
 
 MLQA = TaskSpec(
     name="mlqa", kind="span_qa", languages=OFFICIAL_LANGUAGES["mlqa"], labels=(), metric="f1",
-    loader=local_or_hub("mlqa", _mlqa_locate, _qa_read, _mlqa_hub), max_length=384,
+    loader=local_or_hub("mlqa", _mlqa_locate, _qa_read, _mlqa_hub), max_length=384, answer_normalization="mlqa",
     hub=("facebook/mlqa", "rajpurkar/squad"), locate=_mlqa_locate,
     description="MLQA (Lewis et al. 2020): extractive QA, same-language context and question; trained on SQuAD v1.1.",
 )

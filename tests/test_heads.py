@@ -269,7 +269,11 @@ def test_unanswerable_question(tokenizer):
 
 def test_qa_scores_use_mlqa_normalisation_only_for_mlqa():
     example = SpanQAExample("m", "was", "der Hund schläft", ("Hund",), (4,))
-    mlqa = TaskSpec("mlqa", "span_qa", ("en", "de"), (), "f1", loader=_no_data)
+    # MLQA's normalisation is a field of the task definition (the registered MLQA sets it), not its name.
+    mlqa = TaskSpec("mlqa", "span_qa", ("en", "de"), (), "f1", loader=_no_data, answer_normalization="mlqa")
+    from xstilts.tasks import get_task
+
+    assert get_task("mlqa").answer_normalization == "mlqa" and get_task("xquad").answer_normalization == "squad"
     assert score(mlqa, {"m": "der Hund"}, [example], language="de")["exact_match"] == 100.0
     assert score(mlqa, {"m": "der Hund"}, [example], language="en")["exact_match"] == 0.0
     assert score(QA, {"m": "der Hund"}, [example], language="de") == {"exact_match": 0.0, "f1": pytest.approx(200 / 3)}

@@ -28,6 +28,7 @@ from xstilts.tasks.record_schema import (EPOCH_EN_DEV, FINAL_ALL_LANGUAGES, FINA
 from xstilts.trainables.ray_compat import tune_stop_event
 from xstilts.trainables.trial_run import TrialRun
 from xstilts.trainables.train_loop import ENCODER_DIR, train_phase
+from xstilts.tasks.kinds import kind_of
 
 
 def trial_params(trial: TrialConfig) -> dict:
@@ -330,7 +331,7 @@ def run_trial(config: dict) -> None:
             # `xstilts cache prune` leaves the entry alone.
             key = encoder.rstrip("/").rsplit("/", 1)[-1]
             holding.enter_context(in_use(PhaseCache(trial.phase_cache_dir), key, trial_id))
-        if target.kind == "retrieval":
+        if not kind_of(target).trainable:
             final = retrieval_target(trial, target, encoder, run)
             # One report, the run already finished (nothing is left to lose if Tune stops the
             # trial here). It counts as the last target epoch: retrieval has no epochs to prune

@@ -1,0 +1,58 @@
+"""tagging: one sequence, a label id per sub-token; only one sub-token per word is scored (its
+first, or the next one when the first is a bare "▁": `word_label_positions`). Predictions: one
+tag list per example. Metric: seqeval precision/recall/F1."""
+from __future__ import annotations
+
+from collections import Counter
+
+import torch
+from transformers import AutoModelForTokenClassification
+
+from xstilts.tasks.kinds import TaskKind, register
+from xstilts.tasks.kinds.common import (IGNORE_INDEX, Features, bare_word_start_id, check_positions, forward_batches,
+                                        word_label_positions)
+from xstilts.tasks.metrics import tagging_prf
+
+
+class Tagging(TaskKind):
+    name = "tagging"
+    head = AutoModelForTokenClassification
+
+    def encode(self, task, examples, tokenizer, max_length, doc_stride, segments):
+        label_ids = {label: i for i, label in enumerate(task.labels)}
+        encoded = tokenizer([list(e.tokens) for e in examples], is_split_into_words=True,
+                            truncation=True, max_length=max_length, return_token_type_ids=segments)
+        bare = bare_word_start_id(tokenizer)
+        features = []
+        for i, example in enumerate(examples):
+            ids = encoded["input_ids"][i]
+            labels = [IGNORE_INDEX] * len(ids)
+            for word, position in word_label_positions(encoded.word_ids(i), ids, bare).items():
+                labels[position] = label_ids[example.tags[word]]
+            features.append(Features(ids, labels, encoded["token_type_ids"][i] if segments else None))
+        return features
+
+    @torch.no_grad()
+    def predict(self, task, model, features, pad_token_id, batch_size, device, **decoding):
+        check_positions(task, model, features)
+        predictions: list = [None] * len(features)
+        for indices, batch, output in forward_batches(model, features, pad_token_id, batch_size, device):
+            best = output.logits.float().cpu().argmax(-1)
+            for row, i in enumerate(indices):
+                scored = batch["labels"][row] != IGNORE_INDEX
+                predictions[i] = [task.labels[int(t)] for t in best[row][scored]]
+        return predictions
+
+    def score(self, task, predictions, examples, language):
+        # Words beyond max_length were truncated away and get no prediction: score them as
+        # "O"-like misses by padding with the first label, so truncation can only lower the score.
+        gold = [list(e.tags) for e in examples]
+        padded = [p + [task.labels[0]] * (len(g) - len(p)) for p, g in zip(predictions, gold)]
+        return tagging_prf(padded, gold)
+
+    def majority_baseline(self, task, train_examples, examples, language):
+        top = Counter(t for e in train_examples for t in e.tags).most_common(1)[0][0]
+        return self.score(task, [[top] * len(e.tags) for e in examples], examples, language)
+
+
+register(Tagging())
