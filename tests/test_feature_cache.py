@@ -234,3 +234,17 @@ def test_concurrent_processes_encode_once(tmp_path):
     records = [json.loads(p.read_text()) for p in results.glob("*.json")]
     assert sorted(r["hit"] for r in records) == [False, True, True]
     assert len({r["by"] for r in records}) == 1  # all read the one that was encoded
+
+
+def test_encoder_fingerprint_covers_every_task_kind_module(monkeypatch):
+    """Encoding lives in xstilts.tasks.kinds (one module per kind): editing any of them must change
+    the feature-cache key, not only editing tasks/modeling.py."""
+    import inspect
+
+    import xstilts.tasks.kinds.tagging as tagging
+    from xstilts.trainables.feature_cache import encoder_fingerprint
+
+    before = encoder_fingerprint()
+    real = inspect.getsource
+    monkeypatch.setattr(inspect, "getsource", lambda m: real(m) + ("# edited" if m is tagging else ""))
+    assert encoder_fingerprint() != before

@@ -102,15 +102,26 @@ def data_fingerprint(data_dir: str | None) -> str | None:
 
 
 def encoder_fingerprint(encode_fn: Callable | None = None) -> str:
-    """The source of the module that defines `encode`: editing the encoding code invalidates."""
+    """The source of the module that defines `encode` and, for ours, of every task-kind module it
+    dispatches to (xstilts.tasks.kinds: each kind encodes its own examples): editing any of the
+    encoding code invalidates."""
     if encode_fn is None:
         from xstilts.tasks.modeling import encode as encode_fn
-    module = inspect.getmodule(encode_fn)
-    try:
-        source = inspect.getsource(module)
-    except (OSError, TypeError):
-        source = f"{getattr(module, '__name__', '?')}:{getattr(encode_fn, '__qualname__', '?')}"
-    return _sha256(source)
+    modules = [inspect.getmodule(encode_fn)]
+    if getattr(modules[0], "__name__", "") == "xstilts.tasks.modeling":
+        import pkgutil
+
+        import xstilts.tasks.kinds as kinds
+
+        modules += [kinds] + [importlib.import_module(f"{kinds.__name__}.{info.name}")
+                              for info in sorted(pkgutil.iter_modules(kinds.__path__), key=lambda i: i.name)]
+    sources = []
+    for module in modules:
+        try:
+            sources.append(inspect.getsource(module))
+        except (OSError, TypeError):
+            sources.append(f"{getattr(module, '__name__', '?')}:{getattr(encode_fn, '__qualname__', '?')}")
+    return _sha256("\n".join(sources))
 
 
 def _data_files_field(options) -> dict:
