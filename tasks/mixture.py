@@ -23,36 +23,65 @@ from typing import Iterator, Mapping
 SAMPLING_MODES = ("proportional", "temperature")
 
 
+class MixtureError(ValueError):
+    """A TaskMixture field that is wrong: `field_name` (tasks, sampling, temperature, weights),
+    the problem and its fix, so a config naming the mixture can point at the field."""
+
+    def __init__(self, field_name: str, problem: str, fix: str):
+        self.field_name, self.problem, self.fix = field_name, problem, fix
+        super().__init__(f"TaskMixture.{field_name} {problem}; {fix}")
+
+
+class MixtureTypeError(MixtureError, TypeError):
+    pass
+
+
 @dataclass(frozen=True)
 class TaskMixture:
-    """tasks: the registered task names mixed (at least one, no repeats); sampling: "proportional"
-    or "temperature"; temperature: T > 0 of temperature sampling (ignored by proportional)."""
+    """The one shape of a multi-task mixture, from the study config to the train loop.
+
+    tasks: the "task" / "task@lang" training splits mixed (at least one, no repeats; in a study
+    config as written, in a trial resolved to full "task@lang" names); sampling: "proportional"
+    or "temperature"; temperature: T > 0 of temperature sampling (ignored by proportional);
+    weights: one per task, > 0, multiplying its sampling weight (None: all 1)."""
 
     tasks: tuple[str, ...]
     sampling: str = "proportional"
     temperature: float = 1.0
-    weights: tuple[float, ...] | None = None  # one per task, > 0; None: all 1
+    weights: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
-        if isinstance(self.tasks, str) or not isinstance(self.tasks, tuple):
-            raise TypeError(f"TaskMixture.tasks must be a tuple of task names, got {self.tasks!r}")
+        if isinstance(self.tasks, str) or not isinstance(self.tasks, tuple) \
+                or not all(isinstance(task, str) for task in self.tasks):
+            raise MixtureTypeError("tasks", f"must be a tuple of task names, got {self.tasks!r}"[:200], "e.g. [mnli, squad]")
         if not self.tasks:
-            raise ValueError("TaskMixture.tasks is empty: name at least one task")
+            raise MixtureError("tasks", "is empty", "name at least one task")
         if len(set(self.tasks)) != len(self.tasks):
-            raise ValueError(f"TaskMixture.tasks names a task twice: {', '.join(self.tasks)}")
+            raise MixtureError("tasks", f"names a task twice: {', '.join(self.tasks)}", "remove the duplicate")
         if self.sampling not in SAMPLING_MODES:
-            raise ValueError(f"TaskMixture.sampling must be one of {', '.join(SAMPLING_MODES)}, got {self.sampling!r}")
+            raise MixtureError("sampling", f"must be one of {', '.join(SAMPLING_MODES)}, got {self.sampling!r}"[:200],
+                               f"use one of: {', '.join(SAMPLING_MODES)}")
         if isinstance(self.temperature, bool) or not isinstance(self.temperature, (int, float)) \
                 or not math.isfinite(self.temperature) or self.temperature <= 0:
-            raise ValueError(f"TaskMixture.temperature must be a finite number > 0, got {self.temperature!r}")
+            raise MixtureError("temperature", f"must be a finite number > 0, got {self.temperature!r}"[:200],
+                               "e.g. 2.0 (1.0 = proportional)")
         if self.weights is not None:
-            if not isinstance(self.weights, tuple) or len(self.weights) != len(self.tasks):
-                raise ValueError(f"TaskMixture.weights must be a tuple with one weight per task ({len(self.tasks)}), "
-                                 f"got {self.weights!r}")
-            for weight in self.weights:
-                if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) \
-                        or weight <= 0:
-                    raise ValueError(f"TaskMixture.weights must be finite numbers > 0, got {weight!r}")
+            if not isinstance(self.weights, tuple) or len(self.weights) != len(self.tasks) or not all(
+                    not isinstance(w, bool) and isinstance(w, (int, float)) and math.isfinite(w) and w > 0
+                    for w in self.weights):
+                raise MixtureError("weights", f"must be one number > 0 per task ({len(self.tasks)}), got {self.weights!r}"[:200],
+                                   "e.g. weights: [3, 1]")
+
+    def to_dict(self) -> dict:
+        """Plain lists and numbers (what a Tune config and params.json carry)."""
+        return {"tasks": list(self.tasks), "sampling": self.sampling, "temperature": self.temperature,
+                "weights": list(self.weights) if self.weights else None}
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> "TaskMixture":
+        weights = d.get("weights")
+        return cls(tuple(d["tasks"]), d.get("sampling", "proportional"), d.get("temperature", 1.0),
+                   tuple(weights) if weights else None)
 
     def probabilities(self, sizes: Mapping[str, int]) -> dict[str, float]:
         return sampling_probabilities(self, sizes)

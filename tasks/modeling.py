@@ -37,6 +37,17 @@ from xstilts.tasks.kinds.common import (DOC_STRIDE, IGNORE_INDEX, MAX_ANSWER_LEN
                                         usable_length, wants_segment_ids, word_label_positions)
 from xstilts.tasks.kinds.span_qa import decode_answers  # noqa: F401
 
+# The re-exported names are listed here so callers keep importing them from this module (and
+# pyflakes sees them used).
+__all__ = [
+    "DOC_STRIDE", "IGNORE_INDEX", "MAX_ANSWER_LENGTH", "N_BEST_SIZE", "TRAINABLE_KINDS",
+    "AnyFeatures", "Features", "MultipleChoiceFeatures", "QAFeatures",
+    "bare_word_start_id", "batches_by_length", "choice_label", "collate", "decode_answers",
+    "effective_doc_stride", "encode", "evaluate", "feature_length", "freeze_embeddings", "head_class",
+    "load_model_for_task", "majority_baseline", "max_positions", "pad_sequences", "predict", "score",
+    "usable_length", "wants_segment_ids", "word_label_positions",
+]
+
 TRAINABLE_KINDS = trainable_kinds()
 
 

@@ -176,7 +176,7 @@ def test_a_target_without_english_dev_passes_the_preflight_and_holds_out(tmp_pat
     """PAWS-X-like: only an English training file (and zero-shot dev files) exist locally."""
     from xstilts.tasks import DataOptions
     from xstilts.trainables.config import PhaseConfig, TrainingOptions
-    from xstilts.trainables.train_loop import _holdout_size
+    from xstilts.trainables.phase_data import holdout_size as _holdout_size
 
     data = tmp_path / "data" / "xnli"
     data.mkdir(parents=True)

@@ -14,7 +14,8 @@ from xstilts.tasks import DataOptions, get_task
 from xstilts.tasks.mixture import TaskMixture, sampling_probabilities
 from xstilts.trainables.config import PhaseConfig, TrainingOptions
 from xstilts.trainables.multitask import (MLM_HEAD, build_multitask_model, load_mlm_corpus, mask_tokens, mixture_steps)
-from xstilts.trainables.train_loop import _early_stopping_update, _holdout_size, _Source
+from xstilts.trainables.phase_data import Source as _Source, holdout_size as _holdout_size
+from xstilts.trainables.train_loop import early_stopping_update as _early_stopping_update
 
 
 @pytest.fixture(scope="module")

@@ -57,3 +57,37 @@ def test_a_new_kind_is_one_registration(monkeypatch):
     assert majority_baseline(task, [], ["even"]) == {"accuracy": 50.0}
     with pytest.raises(ValueError, match="registered twice"):
         register(Echo())
+
+
+def test_classification_dispatch_gives_the_hand_computed_results():
+    """encode -> predict -> score -> majority_baseline for one small classification task, through
+    the dispatchers, with a stub tokenizer and model so every value can be worked out by hand."""
+    import torch
+
+    from xstilts.tasks.base import PairExample
+    from xstilts.tasks.modeling import Features, evaluate
+
+    task = TaskSpec("c", "classification", ("en",), ("no", "yes"), "accuracy", loader=_no_data)
+    examples = [PairExample("a b", None, "yes"), PairExample("c", None, "no"), PairExample("d e f", None, "no")]
+
+    class Tokenizer:  # one id per word, no segment ids
+        model_max_length = 512
+        model_input_names = ("input_ids", "attention_mask")
+        pad_token_id = 0
+
+        def __call__(self, firsts, seconds, **kwargs):
+            return {"input_ids": [[len(w) for w in text.split()] for text in firsts]}
+
+    class Model(torch.nn.Module):  # predicts "yes" (label 1) exactly for sequences of 2+ tokens
+        def forward(self, input_ids, attention_mask):
+            long = (attention_mask.sum(-1) >= 2).float()
+            return type("Output", (), {"logits": torch.stack([1 - long, long], -1)})()
+
+    features = encode(task, examples, Tokenizer())
+    assert features == [Features([1, 1], 1), Features([1], 0), Features([1, 1, 1], 0)]
+    predictions = predict(task, Model(), features, 0, batch_size=2)
+    assert predictions == ["yes", "no", "yes"]
+    assert score(task, predictions, examples) == {"accuracy": pytest.approx(200 / 3)}
+    assert evaluate(task, Model(), Tokenizer(), examples) == {"accuracy": pytest.approx(200 / 3)}
+    # Two "no" to one "yes" in training: always "no" gets 2 of 3 right.
+    assert majority_baseline(task, examples, examples) == {"accuracy": pytest.approx(200 / 3)}

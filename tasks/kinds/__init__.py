@@ -73,5 +73,9 @@ def trainable_kinds() -> tuple[str, ...]:
     return tuple(name for name, kind in KINDS.items() if kind.trainable)
 
 
-# The kinds shipped with xstilts, each registering itself.
-from xstilts.tasks.kinds import classification, multiple_choice, retrieval, span_qa, tagging  # noqa: E402,F401
+# The kinds shipped with xstilts, each registering itself (imported for that; listed in __all__
+# so pyflakes sees them used).
+from xstilts.tasks.kinds import classification, multiple_choice, retrieval, span_qa, tagging  # noqa: E402
+
+__all__ = ["KINDS", "TaskKind", "kind_of", "register", "trainable_kinds",
+           "classification", "multiple_choice", "retrieval", "span_qa", "tagging"]

@@ -68,7 +68,7 @@ class Features:
     """Classification (`labels` an int) and tagging (`labels` one id per token).
 
     `token_type_ids`: the tokenizer's segment ids, only for tokenizers that produce them (see
-    `_wants_segment_ids`); None otherwise (the model then uses its default, all zeros).
+    `wants_segment_ids`); None otherwise (the model then uses its default, all zeros).
     """
 
     input_ids: list[int]
