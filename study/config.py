@@ -21,6 +21,7 @@ from xstilts.fields import FieldError, finite as _finite, is_number as _is_numbe
 from xstilts.search_spaces.dimensions import CATEGORY, DIMENSIONS, INTERMEDIATE, LAYER, LEARNING_RATE
 from xstilts.tasks import NONE, TASKS, UnknownTaskError, get_task
 from xstilts.tasks.kinds import KINDS
+from xstilts.tasks.mixture import MixtureError, TaskMixture
 from xstilts.tasks.modeling import TRAINABLE_KINDS
 from xstilts.trainables.config import ResourceOptions, TrainingOptions
 from xstilts.trainables.embedded_model import EMBEDDED_MODEL
@@ -254,19 +255,6 @@ class SearchConfig:
 
 
 @dataclass(frozen=True)
-class MixtureConfig:
-    """A named multi-task intermediate: its "task" / "task@lang" training splits and how steps
-    are shared out among them (xstilts.tasks.mixture: proportional, or temperature T)."""
-
-    tasks: tuple[str, ...]
-    sampling: str = "proportional"
-    temperature: float = 1.0
-    # One weight per task (> 0), multiplying its sampling weight: sets a ratio between sources of
-    # equal size (e.g. [3, 1] for English : German 3 : 1). None: all 1.
-    weights: tuple | None = None
-
-
-@dataclass(frozen=True)
 class MlflowConfig:
     tracking_uri: str = "sqlite:///xstilts_runs/mlflow.db"
     experiment: str = "xstilts"
@@ -303,8 +291,9 @@ class StudyConfig:
     # e.g. {"xnli:train": "xnli/test-en.labeled.tsv"}: see docs/tasks.md.
     data_files: dict | None = None
     seed: int = 0
-    # Named multi-task intermediates, usable in intermediate_tasks: {name: MixtureConfig}.
-    mixtures: dict[str, MixtureConfig] = field(default_factory=dict)
+    # Named multi-task intermediates, usable in intermediate_tasks: {name: TaskMixture}, its tasks
+    # as written ("mnli", "xnli@de").
+    mixtures: dict[str, TaskMixture] = field(default_factory=dict)
 
     @property
     def uses_embedded_model(self) -> bool:
@@ -317,15 +306,20 @@ class StudyConfig:
         specs = self.mixtures[name].tasks if name in self.mixtures else (name,)
         return tuple(_full_source(spec) for spec in specs)
 
-    def intermediate_catalog(self) -> dict[str, dict]:
-        """What each intermediate choice trains on, as the trial config carries it."""
+    def intermediate_mixture(self, name: str) -> TaskMixture | None:
+        """What an intermediate_tasks entry trains on, its tasks resolved to full "task@lang"
+        training splits (a single task: a one-source mixture; None for none)."""
+        if name == NONE:
+            return None
+        written = self.mixtures.get(name) or TaskMixture((name,))
+        return dataclasses.replace(written, tasks=self.intermediate_sources(name))
+
+    def intermediate_catalog(self) -> dict[str, dict | None]:
+        """What each intermediate choice trains on, as the trial config carries it (plain dicts)."""
         catalog = {}
         for name in self.intermediate_tasks:
-            mixture = self.mixtures.get(name)
-            catalog[name] = {"sources": list(self.intermediate_sources(name)),
-                             "sampling": mixture.sampling if mixture else "proportional",
-                             "temperature": mixture.temperature if mixture else 1.0,
-                             "weights": list(mixture.weights) if mixture and mixture.weights else None}
+            mixture = self.intermediate_mixture(name)
+            catalog[name] = mixture.to_dict() if mixture else None
         return catalog
 
     @property
@@ -550,9 +544,7 @@ def parse_config(raw: Any, source: str = "config") -> StudyConfig:
     return config
 
 
-def _mixtures(raw: Any) -> dict[str, MixtureConfig]:
-    from xstilts.tasks.mixture import SAMPLING_MODES
-
+def _mixtures(raw: Any) -> dict[str, TaskMixture]:
     if raw is None:
         return {}
     if not isinstance(raw, dict):
@@ -568,30 +560,18 @@ def _mixtures(raw: Any) -> dict[str, MixtureConfig]:
         if not isinstance(body, dict):
             raise ConfigError(where, f"must be a mapping, got {short(body)}", "e.g. {tasks: [mnli, squad], sampling: proportional}")
         tasks = body.get("tasks")
-        if isinstance(tasks, list):
-            body = {**body, "tasks": tuple(tasks)}
-        if isinstance(body.get("weights"), list):
-            body = {**body, "weights": tuple(body["weights"])}
-        mixture = _build(MixtureConfig, body, where)
-        if not isinstance(mixture.tasks, tuple) or len(mixture.tasks) < 2:
+        body = {**body, **{key: tuple(body[key]) for key in ("tasks", "weights") if isinstance(body.get(key), list)}}
+        try:  # TaskMixture checks its own fields (one place for tasks, sampling, temperature, weights)
+            mixture = _build(TaskMixture, body, where)
+        except MixtureError as error:
+            raise ConfigError(f"{where}.{error.field_name}", error.problem, error.fix) from None
+        if len(mixture.tasks) < 2:
             raise ConfigError(f"{where}.tasks", f"must list at least two tasks, got {short(tasks)}",
                               "e.g. [mnli, squad] or [xnli, xnli@de]; a single task goes in intermediate_tasks directly")
         for spec in mixture.tasks:
             _check_source(spec, f"{where}.tasks", TRAINABLE_KINDS)
         if len({_full_source(spec) for spec in mixture.tasks}) != len(mixture.tasks):
             raise ConfigError(f"{where}.tasks", "lists a training split twice", "remove the duplicate")
-        if mixture.weights is not None and (
-                not isinstance(mixture.weights, tuple) or len(mixture.weights) != len(mixture.tasks)
-                or not all(_finite(w) and w > 0
-                           for w in mixture.weights)):
-            raise ConfigError(f"{where}.weights", f"must be one number > 0 per task ({len(mixture.tasks)}), "
-                              f"got {short(body.get('weights'))}", "e.g. weights: [3, 1]")
-        if mixture.sampling not in SAMPLING_MODES:
-            raise ConfigError(f"{where}.sampling", f"unknown sampling {short(mixture.sampling)}",
-                              f"use one of: {', '.join(SAMPLING_MODES)}")
-        if not _finite(mixture.temperature) or mixture.temperature <= 0:
-            raise ConfigError(f"{where}.temperature", f"must be a number > 0, got {short(mixture.temperature)}",
-                              "e.g. 2.0 (1.0 = proportional)")
         mixtures[name] = mixture
     return mixtures
 

@@ -44,8 +44,8 @@ def test_mixtures_and_language_sources_reach_the_trial(tmp_path):
     assert config.intermediate_sources("synthetic_mnli@far") == ("synthetic_mnli@far",)
     assert config.intermediate_sources("none") == ()
     mixed = _trial(config, "nli_en_near")
-    assert mixed.intermediate_sources == ("synthetic_mnli@en", "synthetic_mnli@near")
-    assert (mixed.intermediate_sampling, mixed.intermediate_temperature) == ("temperature", 2.0)
+    assert mixed.intermediate_mixture.tasks == ("synthetic_mnli@en", "synthetic_mnli@near")
+    assert (mixed.intermediate_mixture.sampling, mixed.intermediate_mixture.temperature) == ("temperature", 2.0)
     assert intermediate_params(mixed) == {
         "intermediate_sources": "synthetic_mnli@en,synthetic_mnli@near", "intermediate_languages": "en,near",
         "intermediate_num_languages": 2, "intermediate_sampling": "temperature", "intermediate_temperature": 2.0}
@@ -59,7 +59,7 @@ def test_weights_set_the_ratio_and_reach_the_trial(tmp_path):
     raw = _raw(tmp_path)
     raw["mixtures"]["nli_en_near"].update(sampling="proportional", weights=[3, 1])
     trial = _trial(parse_config(raw), "nli_en_near")
-    assert trial.intermediate_weights == (3, 1)
+    assert trial.intermediate_mixture.weights == (3, 1)
     assert intermediate_params(trial)["intermediate_weights"] == "3,1"
     assert intermediate_cache_fields(trial)["weights"] == [3, 1]
     from xstilts.trainables.multitask import mixture_steps, source_probabilities
@@ -213,7 +213,7 @@ def test_trial_config_is_strict(tmp_path):
     good = _trial(parse_config(_raw(tmp_path)), "nli_en_near", "translate_train")
     raw = {**{f.name: getattr(good, f.name) for f in dataclasses.fields(TrialConfig)},
            "training": dataclasses.asdict(good.training), "resources": dataclasses.asdict(good.resources),
-           "intermediate_sources": list(good.intermediate_sources)}
+           "intermediate_mixture": good.intermediate_mixture.to_dict()}
     assert TrialConfig.from_tune_config(raw) == good
     with pytest.raises(ValueError, match="target_lrr"):
         TrialConfig.from_tune_config({**raw, "target_lrr": 1e-3})

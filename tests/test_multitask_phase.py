@@ -152,7 +152,7 @@ def test_mixture_phase_with_mlm_on_two_ddp_workers(tmp_path, monkeypatch):
     sources = ("synthetic_mnli@en", "synthetic_mnli@near", "synthetic_qqp@en")
     phase = PhaseConfig(
         phase="intermediate", task="synthetic_mnli", init_path=model, tokenizer_path=model, learning_rate=1e-3,
-        epochs=2, seed=0, sources=sources, sampling="temperature", temperature=2.0,
+        epochs=2, seed=0, mixture=TaskMixture(sources, "temperature", 2.0),
         # Phase 2 takes its own cap: max_train_examples (phase 3's) would give 1 batch per source.
         # synthetic_qqp alone is capped lower (max_train_examples_by_task): a smaller share of the steps.
         training=TrainingOptions(batch_size=16, max_train_examples=8, intermediate_max_train_examples=240,

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from xstilts.fields import FieldError, finite, finite_number, int_in, positive_int, short
 from xstilts.tasks import TASKS
 from xstilts.tasks.base import DataOptions
+from xstilts.tasks.mixture import TaskMixture
 
 
 @dataclass(frozen=True)
@@ -133,13 +134,23 @@ class PhaseConfig:
     mlflow_run_id: str | None = None  # the trial's nested run; rank 0 logs epoch metrics there
     feature_cache_dir: str | None = None  # tokenized splits shared across trials (xstilts.trainables.feature_cache)
     data_files: dict | None = None  # DataOptions.files: per-split file overrides ("<task>:<split>[:<lang>]")
-    # What the phase trains on: "task@lang" training splits (xstilts.tasks.mixture.parse_source), mixed
-    # with `sampling`/`temperature`; one head per distinct task on a shared encoder. None: the
+    # What the phase trains on: full "task@lang" training splits (xstilts.tasks.mixture.parse_source)
+    # mixed by the mixture's sampling; one head per distinct task on a shared encoder. None: the
     # English (train_language) split of `task` alone.
-    sources: tuple[str, ...] | None = None
-    sampling: str = "proportional"
-    temperature: float = 1.0
-    weights: tuple[float, ...] | None = None  # one per source (xstilts.tasks.mixture.TaskMixture.weights)
+    mixture: TaskMixture | None = None
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        return self.mixture.tasks if self.mixture else (self.task,)
+
+    @classmethod
+    def for_trial(cls, trial: "TrialConfig", phase: str, task: str, init_path: str, learning_rate: float, epochs: int,
+                  mixture: TaskMixture | None, mlflow_run_id: str | None) -> "PhaseConfig":
+        """A phase of `trial`: what differs between phase 2 and 3 is given, the rest is the trial's."""
+        return cls(phase=phase, task=task, init_path=init_path, tokenizer_path=trial.model_path,
+                   learning_rate=learning_rate, epochs=epochs, seed=trial.seed, training=trial.training,
+                   data_dir=trial.data_dir, mlflow_tracking_uri=trial.mlflow_tracking_uri, mlflow_run_id=mlflow_run_id,
+                   feature_cache_dir=trial.feature_cache_dir, data_files=trial.data_files, mixture=mixture)
 
     def data_options(self, max_examples: int | None) -> DataOptions:
         return DataOptions(self.data_dir, max_examples, self.seed, self.data_files)
@@ -149,10 +160,9 @@ class PhaseConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "PhaseConfig":
-        sources, weights = d.get("sources"), d.get("weights")
+        mixture = d.get("mixture")
         return cls(**{**d, "training": TrainingOptions(**d["training"]),
-                      "sources": tuple(sources) if sources is not None else None,
-                      "weights": tuple(weights) if weights is not None else None})
+                      "mixture": TaskMixture.from_dict(mixture) if mixture else None})
 
 
 CATALOG_KEY = "intermediate_catalog"  # {intermediate choice: what it trains on}, sent by the driver
@@ -182,12 +192,9 @@ class TrialConfig:
     # Retrieval targets only: the hidden_states index to mean-pool (0 = embeddings; None: the
     # default of xstilts.tasks.retrieval.default_layer; negative: from the end).
     retrieval_layer: int | None = None
-    # The phase-2 data behind `intermediate_task` ("task@lang" sources, sampling, temperature):
-    # resolved from the study's mixtures by the driver; empty for "none".
-    intermediate_sources: tuple[str, ...] = ()
-    intermediate_sampling: str = "proportional"
-    intermediate_temperature: float = 1.0
-    intermediate_weights: tuple[float, ...] | None = None
+    # What phase 2 trains on behind `intermediate_task` (its full "task@lang" sources and their
+    # sampling), resolved from the study's mixtures by the driver; None for "none".
+    intermediate_mixture: TaskMixture | None = None
     # Phase 3: "english" (zero-shot) or "translate_train" (every target language with a train split).
     target_train: str = "english"
 
@@ -208,11 +215,9 @@ class TrialConfig:
         # The study sends what every intermediate choice trains on; keep the one this trial drew.
         entry = (config.get(CATALOG_KEY) or {}).get(values.get("intermediate_task"))
         if entry is not None:
-            values.update(intermediate_sources=entry["sources"], intermediate_sampling=entry["sampling"],
-                          intermediate_temperature=entry["temperature"],
-                          intermediate_weights=tuple(entry["weights"]) if entry.get("weights") else None)
-        if "intermediate_sources" in values:
-            values["intermediate_sources"] = tuple(values["intermediate_sources"])
+            values["intermediate_mixture"] = entry
+        if isinstance(values.get("intermediate_mixture"), dict):
+            values["intermediate_mixture"] = TaskMixture.from_dict(values["intermediate_mixture"])
         return cls(**values)
 
 

@@ -126,7 +126,7 @@ def load_phase_data(cfg: PhaseConfig, tokenizer, rank: int = 0) -> PhaseData:
     train_options = {}
     tasks: dict[str, object] = {}
     source_specs: list[tuple[str, str]] = []
-    for spec in cfg.sources or (cfg.task,):
+    for spec in cfg.sources:
         name, language = parse_source(spec)
         if name not in tasks:
             train_options[name] = cfg.data_options(by_task.get(name, train_cap(cfg)))

@@ -54,6 +54,7 @@ import torch
 
 from xstilts.storage import to_local
 from xstilts.tasks.modeling import batches_by_length, collate, freeze_embeddings, load_model_for_task, pad_sequences
+from xstilts.tasks.mixture import TaskMixture
 from xstilts.tasks.record_schema import EPOCH_EN_DEV, FINAL_PREFIX, INTERMEDIATE_PREFIX, TARGET_EPOCH
 from xstilts.trainables.config import PhaseConfig
 from xstilts.trainables.multitask import build_multitask_model, mask_tokens, mixture_steps, source_probabilities
@@ -264,8 +265,11 @@ class TrainState:
 # One epoch
 # ---------------------------------------------------------------------------------------------
 
-def _source_weights(cfg: PhaseConfig, sources: list[Source]) -> dict | None:
-    return dict(zip((s.name for s in sources), cfg.weights)) if cfg.weights else None
+def _sampling(cfg: PhaseConfig, sources: list[Source]) -> tuple[str, float, dict | None]:
+    """(sampling, temperature, {source: weight} or None) of the phase's mixture."""
+    mixture = cfg.mixture or TaskMixture(tuple(s.name for s in sources))
+    weights = dict(zip((s.name for s in sources), mixture.weights)) if mixture.weights else None
+    return mixture.sampling, mixture.temperature, weights
 
 
 def epoch_plan(cfg: PhaseConfig, sources: list[Source], epoch: int, rank: int, world: int) -> list[tuple[Source, list[int]]]:
@@ -274,8 +278,8 @@ def epoch_plan(cfg: PhaseConfig, sources: list[Source], epoch: int, rank: int, w
     per_source = {s.name: _epoch_batches(s.features, cfg.training.batch_size, cfg.seed + i, epoch, rank, world)
                   for i, s in enumerate(sources)}
     by_name = {s.name: s for s in sources}
-    steps = mixture_steps({name: len(b) for name, b in per_source.items()}, cfg.sampling, cfg.temperature,
-                          cfg.seed, epoch, _source_weights(cfg, sources))
+    sampling, temperature, weights = _sampling(cfg, sources)
+    steps = mixture_steps({name: len(b) for name, b in per_source.items()}, sampling, temperature, cfg.seed, epoch, weights)
     return [(by_name[name], per_source[name][index]) for name, index in steps]
 
 
@@ -425,7 +429,7 @@ def _end_epoch(model, state: TrainState, data: PhaseData, cfg: PhaseConfig, runt
     if len(data.sources) > 1:  # what each source is drawn with, logged with every epoch
         probabilities = source_probabilities(
             {s.name: len(_epoch_batches(s.features, cfg.training.batch_size, cfg.seed + i, 0, runtime.rank, runtime.world))
-             for i, s in enumerate(data.sources)}, cfg.sampling, cfg.temperature, _source_weights(cfg, data.sources))
+             for i, s in enumerate(data.sources)}, *_sampling(cfg, data.sources))
         metrics.update({f"{prefix}p/{name.replace('@', '/')}": p for name, p in probabilities.items()})
     if data.sources[0].cache_hit is not None:
         metrics[f"{prefix}feature_cache_hit"] = float(all(s.cache_hit for s in data.sources))

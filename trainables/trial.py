@@ -15,7 +15,7 @@ import traceback
 from pathlib import Path
 
 from xstilts.tasks import NONE, get_task
-from xstilts.tasks.mixture import parse_source, source_name
+from xstilts.tasks.mixture import TaskMixture, parse_source, source_name
 from xstilts.trainables.config import PER_TASK_CAPS, PhaseConfig, TrialConfig
 from xstilts.trainables.phase_cache import PhaseCache, cache_key, in_use
 from xstilts.storage import child, is_uri, to_local, uri_of
@@ -49,7 +49,7 @@ def phase2_sources(trial: TrialConfig) -> tuple[str, ...]:
     """The "task@lang" training splits of phase 2 (() for none)."""
     if trial.intermediate_task == NONE:
         return ()
-    sources = tuple(trial.intermediate_sources) or (trial.intermediate_task,)
+    sources = trial.intermediate_mixture.tasks if trial.intermediate_mixture else (trial.intermediate_task,)
     full = []
     for source in sources:
         name, language = parse_source(source)
@@ -64,10 +64,11 @@ def intermediate_params(trial: TrialConfig) -> dict:
     params = {PARAM_INTERMEDIATE_SOURCES: ",".join(sources), PARAM_INTERMEDIATE_LANGUAGES: ",".join(languages),
               PARAM_INTERMEDIATE_NUM_LANGUAGES: len(languages)}
     if len(sources) > 1:
-        params[PARAM_INTERMEDIATE_SAMPLING] = trial.intermediate_sampling
-        params[PARAM_INTERMEDIATE_TEMPERATURE] = trial.intermediate_temperature
-        if trial.intermediate_weights:
-            params[PARAM_INTERMEDIATE_WEIGHTS] = ",".join(f"{w:g}" for w in trial.intermediate_weights)
+        mixture = trial.intermediate_mixture
+        params[PARAM_INTERMEDIATE_SAMPLING] = mixture.sampling
+        params[PARAM_INTERMEDIATE_TEMPERATURE] = mixture.temperature
+        if mixture.weights:
+            params[PARAM_INTERMEDIATE_WEIGHTS] = ",".join(f"{w:g}" for w in mixture.weights)
     return params
 
 
@@ -183,9 +184,10 @@ def intermediate_cache_fields(trial: TrialConfig) -> dict:
     sources = phase2_sources(trial)
     if len(sources) > 1:
         fields["intermediate_task"] = list(sources)
-        fields["sampling"] = [trial.intermediate_sampling, trial.intermediate_temperature]
-        if trial.intermediate_weights:
-            fields["weights"] = list(trial.intermediate_weights)
+        mixture = trial.intermediate_mixture
+        fields["sampling"] = [mixture.sampling, mixture.temperature]
+        if mixture.weights:
+            fields["weights"] = list(mixture.weights)
     return fields
 
 
@@ -221,15 +223,9 @@ def intermediate_encoder(trial: TrialConfig, trial_id: str, run: TrialRun) -> st
 
     def build(store):
         sources = phase2_sources(trial)
-        phase = PhaseConfig(
-            phase="intermediate", task=parse_source(sources[0])[0], init_path=trial.model_path,
-            sources=sources, sampling=trial.intermediate_sampling, temperature=trial.intermediate_temperature,
-            weights=trial.intermediate_weights,
-            tokenizer_path=trial.model_path, learning_rate=trial.intermediate_lr,
-            epochs=trial.training.intermediate_epochs, seed=trial.seed, training=trial.training,
-            data_dir=trial.data_dir, mlflow_tracking_uri=trial.mlflow_tracking_uri, mlflow_run_id=run.run_id,
-            data_files=trial.data_files, feature_cache_dir=trial.feature_cache_dir,
-        )
+        mixture = dataclasses.replace(trial.intermediate_mixture or TaskMixture(sources), tasks=sources)
+        phase = PhaseConfig.for_trial(trial, "intermediate", parse_source(sources[0])[0], trial.model_path,
+                                      trial.intermediate_lr, trial.training.intermediate_epochs, mixture, run.run_id)
         started = time.time()
         result = _fit(phase, trial, f"intermediate-{key}", report_to_tune=False)
         if result.error:
@@ -339,13 +335,9 @@ def run_trial(config: dict) -> None:
             ray.tune.report({**final, TARGET_EPOCH: trial.training.target_epochs,
                              EPOCH_EN_DEV: final[FINAL_EN_DEV]})
             return
-        phase = PhaseConfig(
-            phase="target", task=trial.target_task, init_path=encoder, tokenizer_path=trial.model_path,
-            learning_rate=trial.target_lr, epochs=trial.training.target_epochs, seed=trial.seed,
-            training=trial.training, data_dir=trial.data_dir, data_files=trial.data_files,
-            feature_cache_dir=trial.feature_cache_dir, sources=target_sources(trial, target),
-            mlflow_tracking_uri=trial.mlflow_tracking_uri, mlflow_run_id=run.run_id,
-        )
+        sources = target_sources(trial, target)  # translate-train: every language's split, proportionally
+        phase = PhaseConfig.for_trial(trial, "target", trial.target_task, encoder, trial.target_lr,
+                                      trial.training.target_epochs, TaskMixture(sources) if sources else None, run.run_id)
         result = _fit(phase, trial, f"{trial_id}-target", report_to_tune=True)
         if result.error:
             raise result.error

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from collections import Counter
 
-import torch
 from transformers import AutoModelForSequenceClassification
 
 from xstilts.tasks.kinds import TaskKind, register
-from xstilts.tasks.kinds.common import Features, check_positions, forward_batches
+from xstilts.tasks.kinds.common import Features, argmax_predictions
 from xstilts.tasks.metrics import accuracy
 
 
@@ -33,15 +32,9 @@ class Classification(TaskKind):
         return [Features(ids, label_ids[example.label], type_ids)
                 for ids, example, type_ids in zip(encoded["input_ids"], examples, types)]
 
-    @torch.no_grad()
     def predict(self, task, model, features, pad_token_id, batch_size, device, **decoding):
-        check_positions(task, model, features)
-        predictions: list = [None] * len(features)
-        for indices, _, output in forward_batches(model, features, pad_token_id, batch_size, device):
-            best = output.logits.float().cpu().argmax(-1)
-            for row, i in enumerate(indices):
-                predictions[i] = self.label_of(task, int(best[row]))
-        return predictions
+        return argmax_predictions(task, model, features, pad_token_id, batch_size, device,
+                                  lambda best, batch, row: self.label_of(task, int(best)))
 
     def label_of(self, task, index: int) -> str:
         """The prediction for the head's output `index`."""

@@ -260,6 +260,20 @@ def check_positions(task: TaskSpec, model, features: list) -> None:
                          "encode with a smaller max_length")
 
 
+def argmax_predictions(task: TaskSpec, model, features: list, pad_token_id: int | None, batch_size: int, device,
+                       row_prediction) -> list:
+    """One prediction per feature from the argmax of the head's logits:
+    `row_prediction(best ids of the row, the collated batch, row)` turns a row into it."""
+    check_positions(task, model, features)
+    predictions: list = [None] * len(features)
+    with torch.no_grad():
+        for indices, batch, output in forward_batches(model, features, pad_token_id, batch_size, device):
+            best = output.logits.float().cpu().argmax(-1)
+            for row, i in enumerate(indices):
+                predictions[i] = row_prediction(best[row], batch, row)
+    return predictions
+
+
 def forward_batches(model, features: list, pad_token_id: int | None, batch_size: int, device):
     """(indices, collated batch, model output) per length-sorted batch, in eval mode (callers
     run it under torch.no_grad)."""

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 from collections import Counter
 
-import torch
 from transformers import AutoModelForTokenClassification
 
 from xstilts.tasks.kinds import TaskKind, register
-from xstilts.tasks.kinds.common import (IGNORE_INDEX, Features, bare_word_start_id, check_positions, forward_batches,
+from xstilts.tasks.kinds.common import (IGNORE_INDEX, Features, argmax_predictions, bare_word_start_id,
                                         word_label_positions)
 from xstilts.tasks.metrics import tagging_prf
 
@@ -32,16 +31,11 @@ class Tagging(TaskKind):
             features.append(Features(ids, labels, encoded["token_type_ids"][i] if segments else None))
         return features
 
-    @torch.no_grad()
     def predict(self, task, model, features, pad_token_id, batch_size, device, **decoding):
-        check_positions(task, model, features)
-        predictions: list = [None] * len(features)
-        for indices, batch, output in forward_batches(model, features, pad_token_id, batch_size, device):
-            best = output.logits.float().cpu().argmax(-1)
-            for row, i in enumerate(indices):
-                scored = batch["labels"][row] != IGNORE_INDEX
-                predictions[i] = [task.labels[int(t)] for t in best[row][scored]]
-        return predictions
+        def words(best, batch, row):  # the tags of the scored sub-tokens: one per word
+            return [task.labels[int(t)] for t in best[batch["labels"][row] != IGNORE_INDEX]]
+
+        return argmax_predictions(task, model, features, pad_token_id, batch_size, device, words)
 
     def score(self, task, predictions, examples, language):
         # Words beyond max_length were truncated away and get no prediction: score them as
