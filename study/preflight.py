@@ -75,10 +75,24 @@ def _check_data(c: StudyConfig) -> None:
                           f"task {name} needs its {language} {split} split: {problem}",
                           f"add the file or map it with data_files: {{{key}: <path>}}")
     if "translate_train" in c.target_train_choices:
+        # Every language the study scores must have its own (translated) training split: English
+        # is never substituted, and a language trained without its data would read as translate-train.
         for name in c.target_tasks:
             task = get_task(name)
             if not kind_of(task).trainable or task.locate is None:
                 continue
+            for language in task.languages:
+                if language == task.train_language or not task.has_data("dev", language, options) \
+                        or task.has_data("train", language, options):
+                    continue
+                try:
+                    task.locate("train", language, options)
+                    problem = "has no translated training data"
+                except TaskDataError as error:
+                    problem = str(error).splitlines()[0]
+                raise ConfigError("search_space.target_train",
+                                  f"translate_train: target {name}, language {language}: {problem}",
+                                  f"supply that file (data_files: {{{name}:train:{language}: <path>}}) or search english only")
             if not any(task.has_data("train", l, options) for l in task.languages if l != task.train_language):
                 raise ConfigError("search_space.target_train",
                                   f"translate_train needs non-English training splits of {name}, and none was found",

@@ -153,6 +153,10 @@ class TaskSpec:
     # span_qa: how answers are normalised before EM/F1: "squad" (SQuAD's English rules, for every
     # language, as the official XQuAD/TyDiQA scorers do) or "mlqa" (MLQA's per-language rules).
     answer_normalization: str = "squad"
+    # Whether the hub's training split exists per language as translated data (XNLI's and PAWS-X's
+    # machine-translated training sets, PAN-X's per-language training data). False for the QA
+    # targets: the hub has English SQuAD only, so translate-train needs XTREME's translated files.
+    translated_train_on_hub: bool = True
     # The public HF hub dataset ids the loader reads when DataOptions.data_dir is None (empty:
     # not on the hub, or generated).
     hub: tuple[str, ...] = ()
@@ -188,7 +192,8 @@ class TaskSpec:
             return True
         local = options.data_dir is not None or options.file_override(self.name, split, language) is not None
         if not local:  # the hub decides; a task that is not on it has no data
-            return bool(self.hub)
+            translated = split != "train" or language == self.train_language or self.translated_train_on_hub
+            return bool(self.hub) and translated
         try:
             self.locate(split, language, options)
         except TaskDataError:

@@ -230,7 +230,26 @@ PANX = TaskSpec(
 
 _QA_TRAIN = ["squad/train-v1.1.json", "tydiqa/tydiqa-goldp-v1.1-train/tydiqa.goldp.{lang}.train.json",
              "tydiqa/tydiqa.goldp.{lang}.train.json", "tydiqa/tydiqa-goldp-v1.1-train.json"]
+# translate-train: XTREME's machine-translated SQuAD v1.1 (its download layout), never English.
+_SQUAD_TRANSLATED = ["squad/translate-train/squad.translate.train.en-{lang}.json",
+                     "squad/squad.translate.train.en-{lang}.json"]
 _QA_FIX = "run XTREME's download_data.sh (squad/, xquad/, mlqa/, tydiqa/) or use the shared samples"
+_QA_TRANSLATED_FIX = ("translate-train needs XTREME's translated SQuAD for this language "
+                      "(squad/translate-train/squad.translate.train.en-{lang}.json from XTREME's translations); "
+                      "supply it or search target_train: english only")
+
+
+def _qa_train(task: str, language: str, options: DataOptions, translated: list[str]) -> tuple[str, ...]:
+    """The training file(s) of a QA target in `language`: SQuAD (or TyDiQA's English) for English,
+    translated files for any other language (English is never substituted)."""
+    if language == "en":
+        return resolve_files(task, "train", language, options, _QA_TRAIN, _QA_FIX)
+    return resolve_files(task, "train", language, options, translated, _QA_TRANSLATED_FIX.format(lang=language))
+
+
+def _no_translated_hub(task: str, language: str) -> TaskDataError:
+    return TaskDataError(f"{task}: no {language} training data on the HF hub (it has English SQuAD only); fix: "
+                         + _QA_TRANSLATED_FIX.format(lang=language) + ", with data_dir or data_files")
 
 
 def _qa_read(paths, split, language) -> list:
@@ -247,31 +266,36 @@ def _qa_read(paths, split, language) -> list:
     return unique_question_ids(examples, ", ".join(paths)) if len(paths) > 1 else examples
 
 
-def _squad_train_hub(task: str) -> list:
+def _squad_train_hub(task: str, language: str = "en") -> list:
+    if language != "en":
+        raise _no_translated_hub(task, language)
     return hub_squad(task, "rajpurkar/squad", None, ("train",))
 
 
 def _xquad_locate(split: str, language: str, options: DataOptions) -> tuple[str, ...]:
-    candidates = _QA_TRAIN if split == "train" else ["xquad/xquad.{lang}.json"]
-    return resolve_files("xquad", split, language, options, candidates, _QA_FIX)
+    if split == "train":
+        return _qa_train("xquad", language, options, _SQUAD_TRANSLATED)
+    return resolve_files("xquad", split, language, options, ["xquad/xquad.{lang}.json"], _QA_FIX)
 
 
 def _xquad_hub(split: str, language: str) -> list:
     if split == "train":
-        return _squad_train_hub("xquad")
+        return _squad_train_hub("xquad", language)
     return hub_squad("xquad", "google/xquad", f"xquad.{language}", ("validation",))
 
 
 XQUAD = TaskSpec(
     name="xquad", kind="span_qa", languages=OFFICIAL_LANGUAGES["xquad"], labels=(), metric="f1",
     loader=local_or_hub("xquad", _xquad_locate, _qa_read, _xquad_hub), max_length=384,
-    hub=("google/xquad", "rajpurkar/squad"), locate=_xquad_locate,
+    hub=("google/xquad", "rajpurkar/squad"), locate=_xquad_locate, translated_train_on_hub=False,
     description="XQuAD (Artetxe et al. 2020): SQuAD v1.1 dev paragraphs translated; trained on SQuAD v1.1.",
 )
 
 
 def _mlqa_locate(split: str, language: str, options: DataOptions) -> tuple[str, ...]:
-    candidates = _QA_TRAIN if split == "train" else [
+    if split == "train":
+        return _qa_train("mlqa", language, options, _SQUAD_TRANSLATED)
+    candidates = [
         "mlqa/MLQA_V1/dev/dev-context-{lang}-question-{lang}.json", "mlqa/dev-context-{lang}-question-{lang}.json",
         "mlqa/mlqa.{lang}.{lang}.validation.squad.json"]
     return resolve_files("mlqa", split, language, options, candidates, _QA_FIX)
@@ -279,20 +303,26 @@ def _mlqa_locate(split: str, language: str, options: DataOptions) -> tuple[str, 
 
 def _mlqa_hub(split: str, language: str) -> list:
     if split == "train":
-        return _squad_train_hub("mlqa")
+        return _squad_train_hub("mlqa", language)
     return hub_squad("mlqa", "facebook/mlqa", f"mlqa.{language}.{language}", ("validation",))
 
 
 MLQA = TaskSpec(
     name="mlqa", kind="span_qa", languages=OFFICIAL_LANGUAGES["mlqa"], labels=(), metric="f1",
     loader=local_or_hub("mlqa", _mlqa_locate, _qa_read, _mlqa_hub), max_length=384, answer_normalization="mlqa",
-    hub=("facebook/mlqa", "rajpurkar/squad"), locate=_mlqa_locate,
+    hub=("facebook/mlqa", "rajpurkar/squad"), locate=_mlqa_locate, translated_train_on_hub=False,
     description="MLQA (Lewis et al. 2020): extractive QA, same-language context and question; trained on SQuAD v1.1.",
 )
 
 
 def _tydiqa_locate(split: str, language: str, options: DataOptions) -> tuple[str, ...]:
-    candidates = _QA_TRAIN if split == "train" else [
+    if split == "train":
+        # TyDiQA-GoldP has gold training data per language (its own split, not a translation),
+        # then XTREME's translated English training set.
+        return _qa_train("tydiqa", language, options, [
+            "tydiqa/tydiqa-goldp-v1.1-train/tydiqa.goldp.{lang}.train.json", "tydiqa/tydiqa.goldp.{lang}.train.json",
+            "tydiqa/translate-train/tydiqa.translate.train.en-{lang}.json"])
+    candidates = [
         "tydiqa/tydiqa-goldp-v1.1-dev/tydiqa-goldp-dev-{name}.json", "tydiqa/tydiqa-goldp-v1.1-dev.json",
         "tydiqa/tydiqa-goldp-v1.1-dev/tydiqa.goldp.{lang}.dev.json", "tydiqa/tydiqa.goldp.{lang}.dev.json"]
     return resolve_files("tydiqa", split, language, options, candidates, _QA_FIX, name=TYDIQA_NAMES[language])
@@ -300,7 +330,7 @@ def _tydiqa_locate(split: str, language: str, options: DataOptions) -> tuple[str
 
 def _tydiqa_hub(split: str, language: str) -> list:
     if split == "train":
-        return _squad_train_hub("tydiqa")
+        return _squad_train_hub("tydiqa", language)
     return hub_squad("tydiqa", "google-research-datasets/tydiqa", "secondary_task", ("validation",),
                       id_language=TYDIQA_NAMES[language])
 
@@ -308,7 +338,7 @@ def _tydiqa_hub(split: str, language: str) -> list:
 TYDIQA = TaskSpec(
     name="tydiqa", kind="span_qa", languages=OFFICIAL_LANGUAGES["tydiqa"], labels=(), metric="f1",
     loader=local_or_hub("tydiqa", _tydiqa_locate, _qa_read, _tydiqa_hub), max_length=384,
-    hub=("google-research-datasets/tydiqa", "rajpurkar/squad"), locate=_tydiqa_locate,
+    hub=("google-research-datasets/tydiqa", "rajpurkar/squad"), locate=_tydiqa_locate, translated_train_on_hub=False,
     description="TyDiQA-GoldP (Clark et al. 2020): typologically diverse extractive QA; trained on SQuAD v1.1.",
 )
 
