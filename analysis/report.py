@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Sequence
 
 from xstilts.analysis import plots, questions
+from xstilts.analysis.uncertainty import seed_table
 from xstilts.analysis.run_stats import retrieval_layer_table, run_json, run_table
 from xstilts.analysis.records import StudyRecord
 from xstilts.analysis.tables import (NONE, StudySummary, Table, comparison_tables, language_gain_table, language_table,
@@ -142,6 +143,9 @@ def build_sections(summary: StudySummary, compare: Sequence[StudySummary] = (),
     layers = retrieval_layer_table(summary, summary.run)
     if layers is not None:
         sections.append(Section("Retrieval layers", [layers]))
+    seeds = seed_table(summary)
+    if seeds is not None:
+        sections.append(Section("Seeds: differences with intervals", [seeds]))
     sections += question_sections(summary, returns_threshold)
     sections.append(Section("Model selection: English dev vs. oracle", [selection_rules_table(summary)]))
     sections.append(Section("Search", [

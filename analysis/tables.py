@@ -36,7 +36,8 @@ from xstilts.analysis.records import TrialRecord
 from xstilts.analysis.run_stats import RunStats
 from xstilts.analysis.select import BestTracker, Selection
 from xstilts.tasks import NONE, UnknownTaskError, get_task
-from xstilts.tasks.record_schema import PARAM_INTERMEDIATE_LR, PARAM_TARGET_LR, FINAL_ALL_LANGUAGES, FINAL_CHANCE_PREFIX, FINAL_ZERO_SHOT
+from xstilts.analysis.uncertainty import SeedScores
+from xstilts.tasks.record_schema import PARAM_RETRIEVAL_LAYER, PARAM_INTERMEDIATE_LR, PARAM_TARGET_LR, FINAL_ALL_LANGUAGES, FINAL_CHANCE_PREFIX, FINAL_ZERO_SHOT
 from xstilts.tasks.xtreme_eval import xtreme_aggregate
 
 HONEST, ORACLE = "en_dev", "oracle_all_languages"
@@ -111,6 +112,8 @@ class StudySummary:
     points: list[TrialPoint]  # in start order
     status_counts: dict[str, dict[str, int]]  # target -> MLflow status -> trials
     run: RunStats = field(default_factory=RunStats)  # wall times, phase cache, throughput, retrieval layers
+    # (target, arm) -> {configuration (hyperparameters): its completed seeds' scores} (`seeds` option)
+    seed_scores: dict = field(default_factory=dict)
 
     def cell(self, intermediate: str, target: str) -> Cell | None:
         return self.cells.get((intermediate, target))
@@ -147,6 +150,7 @@ def summarize(trials: Iterable[TrialRecord], name: str = "") -> StudySummary:
     per_target = BestTracker((HONEST, ORACLE))
     per_cell = BestTracker((HONEST, ORACLE))
     run = RunStats()
+    seed_scores: dict = {}
     for trial in trials:
         target, intermediate = trial.target_task or "(unknown)", arm_label(trial)
         run.add(trial, intermediate)
@@ -165,6 +169,11 @@ def summarize(trials: Iterable[TrialRecord], name: str = "") -> StudySummary:
         if not trial.completed:
             continue
         cell.en_dev.append(trial.en_dev_score)
+        if FINAL_ALL_LANGUAGES in trial.metrics:
+            configuration = tuple(trial.params.get(p) for p in (PARAM_INTERMEDIATE_LR, PARAM_TARGET_LR, PARAM_RETRIEVAL_LAYER))
+            seeds = seed_scores.setdefault((target, intermediate), {}).setdefault(configuration, SeedScores())
+            seeds.en_dev.append(trial.en_dev_score)
+            seeds.all_languages.append(trial.metrics[FINAL_ALL_LANGUAGES])
         if FINAL_ALL_LANGUAGES in trial.metrics:
             cell.all_languages.append(trial.metrics[FINAL_ALL_LANGUAGES])
         scores = trial.language_scores()
@@ -185,7 +194,7 @@ def summarize(trials: Iterable[TrialRecord], name: str = "") -> StudySummary:
     best = {rule: dict(sorted(found.items())) for rule, found in per_target.selections().items()}
     return StudySummary(name, cells, targets, intermediates, metrics,
                         {t: _language_order(t, seen_languages.get(t, set())) for t in targets},
-                        chance, best, points, status_counts, run)
+                        chance, best, points, status_counts, run, seed_scores)
 
 
 def _language_order(target: str, seen: set[str]) -> list[str]:

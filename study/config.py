@@ -280,7 +280,11 @@ class StudyConfig:
     intermediate_tasks: tuple[str, ...]
     search_space: dict[str, ParamSpec]
     search: SearchConfig = field(default_factory=SearchConfig)
-    num_samples: int = 3  # trials per target task
+    num_samples: int = 3  # configurations (trials, with seeds: 1) per target task
+    # Training seeds per configuration: each configuration the searcher proposes is trained this
+    # many times (seeds seed, seed+1, ...; Tune's Repeater, which gives the searcher their mean),
+    # so the report can put intervals on its differences. Trials per target = num_samples * seeds.
+    seeds: int = 1
     max_concurrent_trials: int = 2
     resources: ResourceOptions = field(default_factory=ResourceOptions)
     training: TrainingOptions = field(default_factory=TrainingOptions)
@@ -530,6 +534,7 @@ def parse_config(raw: Any, source: str = "config") -> StudyConfig:
         search_space=space,
         search=_build(SearchConfig, raw.get("search"), "search"),
         num_samples=raw.get("num_samples", 3), max_concurrent_trials=raw.get("max_concurrent_trials", 2),
+        seeds=raw.get("seeds", 1),
         resources=_build(ResourceOptions, raw.get("resources"), "resources"),
         training=_build(TrainingOptions, raw.get("training"), "training"),
         mlflow=_build(MlflowConfig, raw.get("mlflow"), "mlflow"),
@@ -585,6 +590,12 @@ def _check_values(c: StudyConfig) -> None:
     """Every field's value, section by section (each dataclass checks its own fields), then what
     spans sections. Paths, files and servers are the preflight's (xstilts.study.preflight)."""
     _positive_int(c.num_samples, "num_samples", "run at least 1 trial per target task")
+    _positive_int(c.seeds, "seeds", "use 1 (one training seed per configuration) or e.g. 3")
+    if c.seeds > 100:
+        raise ConfigError("seeds", f"must be at most 100, got {c.seeds}", "use e.g. 3 or 5")
+    if c.seeds > 1 and c.search.scheduler != "fifo":
+        raise ConfigError("search.scheduler", f"{c.search.scheduler} stops trials early, so the {c.seeds} seeds of one "
+                          "configuration would train different numbers of epochs", "use scheduler: fifo with seeds > 1")
     _positive_int(c.max_concurrent_trials, "max_concurrent_trials", "use 1 or more")
     for where, seed in (("seed", c.seed), ("search.seed", c.search.seed)):
         if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:

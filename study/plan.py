@@ -207,14 +207,14 @@ def make_plan(study, address: str | None = None) -> dict:
         retrieval = not kind_of(task).trainable
         examples = None if retrieval else _train_examples([name], study, lambda t: _cap(c.training, t, "target"))
         epochs = 0 if retrieval else c.training.target_epochs
-        targets.append({"target_task": name, "kind": task.kind, "trials": c.num_samples, "target_epochs": epochs,
+        targets.append({"target_task": name, "kind": task.kind, "trials": c.num_samples * c.seeds, "target_epochs": epochs,
                         "train_examples": examples,
-                        "max_tokens": None if examples is None else examples * _max_length(name, study) * epochs * c.num_samples})
+                        "max_tokens": None if examples is None else examples * _max_length(name, study) * epochs * c.num_samples * c.seeds})
     trainings = phase2_trainings(study, model_path, model_exists)
     r = c.resources
     per_trial = {"train_workers": r.num_workers, "cpus_per_worker": r.cpus_per_worker, "gpus_per_worker": int(r.use_gpu),
                  "cpus": r.num_workers * r.cpus_per_worker, "gpus": r.num_workers * int(r.use_gpu)}
-    peak = min(c.max_concurrent_trials, c.num_samples)
+    peak = min(c.max_concurrent_trials, c.num_samples * c.seeds)
     # Rates: earlier trials of this model, else a short measurement here.
     target_rate, inter_rate, runs = _recorded_rate(study, model_path)
     source = f"median of {runs} earlier trial(s) of this model in {study.config.mlflow.experiment!r}" if runs else None
@@ -242,7 +242,7 @@ def make_plan(study, address: str | None = None) -> dict:
         "tracking_uri": _redacted(study.tracking_uri), "storage_path": study.storage_path,
         "search": {"sampler": c.search.sampler, "scheduler": c.search.scheduler, "seed": c.search.seed,
                    "max_concurrent_trials": c.max_concurrent_trials},
-        "trials": c.num_samples * len(c.target_tasks), "targets": targets,
+        "trials": c.num_samples * c.seeds * len(c.target_tasks), "targets": targets,
         "phase2_trainings": trainings, "phase2_cached": sum(1 for t in trainings if t["cached"]),
         "resources_per_trial": per_trial,
         "peak_resources": {"trials": peak, "cpus": peak * per_trial["cpus"], "gpus": peak * per_trial["gpus"]},

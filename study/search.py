@@ -110,6 +110,16 @@ def _optuna_search_class():
     return _SEARCH_CLASS
 
 
+def repeat_seeds(searcher, seeds: int):
+    """Each proposed configuration trained `seeds` times (Tune's Repeater: the repeats get
+    `__trial_index__` 0..seeds-1, which the trial adds to its seed; the searcher sees their mean)."""
+    if seeds <= 1:
+        return searcher
+    from ray.tune.search import Repeater
+
+    return Repeater(searcher, repeat=seeds)
+
+
 def make_searcher(config: StudyConfig, target_index: int, storage_url: str | None = None, study_name: str | None = None):
     """OptunaSearch for one target; with `storage_url`, its Optuna study is kept there under
     `study_name` (open it with `optuna-dashboard URL`; a resumed study goes on in it)."""

@@ -40,6 +40,8 @@ PARAM_TARGET_TASK = "target_task"
 PARAM_INTERMEDIATE_LR = "intermediate_lr"  # 0.0 for `none`
 PARAM_TARGET_LR = "target_lr"  # 0.0 for retrieval targets (no phase 3)
 PARAM_RETRIEVAL_LAYER = "retrieval_layer"  # retrieval targets: the hidden_states index pooled
+PARAM_SEED = "seed"  # the training seed (the study's seed + the repeat index)
+PARAM_SEED_INDEX = "seed_index"  # which repeat of its configuration (the study's `seeds` option)
 
 # Per-trial metrics of how it ran.
 METRIC_PHASE_CACHE_HIT = "phase_cache_hit"  # 1.0 when phase 2 came from the phase cache

@@ -166,6 +166,7 @@ class PhaseConfig:
 
 
 CATALOG_KEY = "intermediate_catalog"  # {intermediate choice: what it trains on}, sent by the driver
+SEED_INDEX_KEY = "__trial_index__"  # set by Tune's Repeater (the study's `seeds` option)
 
 
 @dataclass(frozen=True)
@@ -197,18 +198,24 @@ class TrialConfig:
     intermediate_mixture: TaskMixture | None = None
     # Phase 3: "english" (zero-shot) or "translate_train" (every target language with a train split).
     target_train: str = "english"
+    # Which repeat of its configuration this trial is (the study's `seeds` option); `seed` already
+    # includes it, so phase 2 and its cache key differ per seed.
+    seed_index: int = 0
 
     @classmethod
     def from_tune_config(cls, config: dict) -> "TrialConfig":
         """Strict: a key that is neither a field nor the study's intermediate catalog is an error
         (a misspelt or newly searched dimension must not be dropped silently)."""
         names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(config) - names - {CATALOG_KEY})
+        unknown = sorted(set(config) - names - {CATALOG_KEY, SEED_INDEX_KEY})
         if unknown:
             raise ValueError(f"trial config has unknown key(s) {', '.join(unknown)}: a search dimension needs a "
                              f"TrialConfig field of the same name (search_spaces/dimensions.py)")
         values = dict(config)
         values.pop(CATALOG_KEY, None)
+        # The study's `seeds` option: repeat k of a configuration trains with seed + k.
+        values["seed_index"] = int(values.pop(SEED_INDEX_KEY, 0) or 0)
+        values["seed"] = values["seed"] + values["seed_index"]
         values["mlflow_tracking_uri"] = trial_tracking_uri(values["mlflow_tracking_uri"])
         values["training"] = TrainingOptions(**config["training"])
         values["resources"] = ResourceOptions(**config["resources"])

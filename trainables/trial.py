@@ -19,7 +19,7 @@ from xstilts.tasks.mixture import TaskMixture, parse_source, source_name
 from xstilts.trainables.config import PER_TASK_CAPS, PhaseConfig, TrialConfig
 from xstilts.trainables.phase_cache import PhaseCache, cache_key, in_use
 from xstilts.storage import child, is_uri, to_local, uri_of
-from xstilts.tasks.record_schema import (METRIC_PHASE_CACHE_HIT, PARAM_INTERMEDIATE_LR, PARAM_INTERMEDIATE_TASK, PARAM_RETRIEVAL_LAYER, PARAM_TARGET_LR, PARAM_TARGET_TASK, PARAM_INTERMEDIATE_LANGUAGES, PARAM_INTERMEDIATE_NUM_LANGUAGES,
+from xstilts.tasks.record_schema import (PARAM_SEED_INDEX, METRIC_PHASE_CACHE_HIT, PARAM_INTERMEDIATE_LR, PARAM_INTERMEDIATE_TASK, PARAM_RETRIEVAL_LAYER, PARAM_TARGET_LR, PARAM_TARGET_TASK, PARAM_INTERMEDIATE_LANGUAGES, PARAM_INTERMEDIATE_NUM_LANGUAGES,
                                  PARAM_INTERMEDIATE_SAMPLING, PARAM_INTERMEDIATE_SOURCES,
                                  PARAM_INTERMEDIATE_TEMPERATURE, PARAM_INTERMEDIATE_WEIGHTS, PARAM_TARGET_TRAIN)
 from xstilts.tasks.record_schema import (EPOCH_EN_DEV, FINAL_ALL_LANGUAGES, FINAL_EN_DEV, FINAL_PREFIX, INTERMEDIATE_PREFIX,
@@ -36,7 +36,7 @@ def trial_params(trial: TrialConfig) -> dict:
     params = {
         PARAM_TARGET_TASK: trial.target_task, PARAM_INTERMEDIATE_TASK: trial.intermediate_task,
         PARAM_INTERMEDIATE_LR: trial.intermediate_lr, PARAM_TARGET_LR: trial.target_lr,
-        "model": trial.model_path, "seed": trial.seed, "data_dir": trial.data_dir,
+        "model": trial.model_path, "seed": trial.seed, PARAM_SEED_INDEX: trial.seed_index, "data_dir": trial.data_dir,
         "num_workers": trial.resources.num_workers, "use_gpu": trial.resources.use_gpu,
         PARAM_TARGET_TRAIN: trial.target_train,
     }
