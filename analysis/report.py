@@ -20,7 +20,7 @@ from xstilts.analysis.uncertainty import seed_table
 from xstilts.analysis.run_stats import retrieval_layer_table, run_json, run_table
 from xstilts.analysis.records import StudyRecord
 from xstilts.analysis.tables import (NONE, StudySummary, Table, comparison_tables, language_gain_table, language_table,
-                             selection_rules_table, summary_json, english_dev_table, zero_shot_table)
+                             selection_rules_table, summary_json, english_dev_table, zero_shot_table, best_per_target_table)
 
 REPORT_ARTIFACT_DIR = "report"
 HTML_NAME, MARKDOWN_NAME, JSON_NAME = "report.html", "report.md", "summary.json"
@@ -127,6 +127,7 @@ def build_sections(summary: StudySummary, compare: Sequence[StudySummary] = (),
         Section("Main tables", [
             english_dev_table(summary),
             zero_shot_table(summary),
+            *([composite] if (composite := best_per_target_table(summary)) is not None else []),
             *_figure("heatmap", "Intermediate x target: the all-language dev mean of each cell's English-dev-selected "
                      f"trial, as a difference to the `{NONE}` baseline (red: worse, blue: better).", plots.heatmap(summary)),
         ]),

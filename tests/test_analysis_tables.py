@@ -269,3 +269,21 @@ def test_shared_xtreme_aggregation_helpers():
     assert result["tasks"] == {"xnli": 75.0, "synthetic_panx": 50.0}
     assert result["mean_over_tasks"] == approx(62.5) and "classification" not in result and "all_task" not in result
     assert xtreme_aggregate({})["mean_over_tasks"] is None
+
+
+def test_best_model_per_target_composite(records):
+    """The paper's composite: the best trial per target over every intermediate task, then the
+    XTREME-style score and its difference to `none`'s over the same targets."""
+    from xstilts.analysis.tables import best_per_target_scores, best_per_target_table
+
+    composite = best_per_target_scores(summarize(records))
+    # English dev: XNLI -> mnli en 90 (all-lang 65), PANX -> mnli en 70 (50): (65 + 50) / 2 = 57.5;
+    # none over the same targets: (55 + 45) / 2 = 50 -> +7.5
+    honest = composite["en_dev"]
+    assert honest["arms"] == {XNLI: "synthetic_mnli", PANX: "synthetic_mnli"}
+    assert honest["score"] == approx(57.5) and honest["delta_vs_none"] == approx(7.5)
+    # oracle (all-language dev): XNLI -> mnli lr 1e-3 (69), PANX -> mnli (50): 59.5, +9.5
+    assert composite["oracle_all_languages"]["score"] == approx(59.5)
+    assert composite["oracle_all_languages"]["delta_vs_none"] == approx(9.5)
+    table = best_per_target_table(summarize(records))
+    assert table.rows[0][-2:] == ["57.50", "+7.50"] and table.rows[1][-2:] == ["59.50", "+9.50"]

@@ -124,7 +124,7 @@ def test_html_report_is_self_contained(report):
     for source in sources:
         assert base64.b64decode(source.split(",", 1)[1])[:4] == b"\x89PNG"
     assert not re.search(r'(src|href)="(https?:|file:|//)', page)  # nothing to fetch
-    assert page.count("<table>") == 10  # 2 main + 2 x (languages + gains) + selection + how it ran + 2 comparison
+    assert page.count("<table>") == 11  # 3 main (with best per target) + 2 x (languages + gains) + selection + how it ran + 2 comparison
     summary = json.loads((out / "summary.json").read_text())
     assert summary["study"]["study"] == "study-a" and summary["compare"][0]["study"] == "study-b"
 
@@ -233,7 +233,7 @@ def test_html_report_renders_in_headless_chromium(report, tmp_path):
     assert len(seen["images"]) == 6
     for complete, width, height, shown_width in seen["images"]:  # decoded, with pixels, laid out
         assert complete and width > 100 and height > 100 and shown_width > 100
-    assert len(seen["tables"]) == 10 and all(rows >= 2 and height > 20 for rows, height in seen["tables"])
+    assert len(seen["tables"]) == 11 and all(rows >= 2 and height > 20 for rows, height in seen["tables"])
 
     shot = tmp_path / "shot.png"
     result = subprocess.run(base + ["--window-size=1280,3000", f"--screenshot={shot}", (out / "report.html").as_uri()],

@@ -78,7 +78,8 @@ def test_each_full_config_asks_its_question():
     paper = load_config(SPACES / "paper.yaml")
     assert paper.target_tasks == ("xnli", "pawsx", "udpos", "panx", "xquad", "mlqa", "tydiqa", "bucc2018", "tatoeba")
     assert set(paper.intermediate_tasks) == {"none", "anli_plus", "mnli", "qqp", "squad_v1", "squad_v2", "hellaswag",
-                                             "cosmosqa", "commonsenseqa"}  # + ccg, commented: LDC data
+                                             "cosmosqa", "commonsenseqa", "multi_task"}  # + ccg, commented: LDC data
+    assert "anli_plus" in paper.mixtures["multi_task"].tasks and len(paper.mixtures["multi_task"].tasks) == 7
     assert paper.model == "xlm-roberta-large" and "retrieval_layer" in paper.search_space
 
     mixed = load_config(SPACES / "en_plus_non_en.yaml")
