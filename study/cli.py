@@ -67,6 +67,15 @@ def _parser() -> argparse.ArgumentParser:
             plan._add_action(action)
     plan_module.add_arguments(plan)
 
+    from xstilts.study import rank as rank_module
+
+    rank = sub.add_parser("rank", help="rank the intermediate tasks per target by transferability, before training them",
+                          description=rank_module.DESCRIPTION)
+    for action in run._actions:
+        if action.option_strings and action.dest != "help":
+            rank._add_action(action)
+    rank_module.add_arguments(rank)
+
     cache = sub.add_parser("cache", help="list or prune the phase and feature caches of a storage path",
                            description=cache_admin.DESCRIPTION)
     cache_admin.add_arguments(cache)
@@ -547,14 +556,15 @@ def _tracking_store_exists(uri: str) -> bool:
 
 
 COMMANDS = {"run": cmd_run, "validate": cmd_validate, "resume": cmd_resume, "analyze": cmd_analyze, "export": cmd_export, "report": cmd_report, "evaluate": cmd_evaluate,
-            "plan": lambda args: _delegate("plan", args), "cache": lambda args: _delegate("cache", args)}
+            "plan": lambda args: _delegate("plan", args), "cache": lambda args: _delegate("cache", args),
+            "rank": lambda args: _delegate("rank", args)}
 
 
 def _delegate(command: str, args) -> int:
-    """`plan` and `cache` live in their own modules (xstilts.study.plan, xstilts.study.cache_admin)."""
-    from xstilts.study import cache_admin, plan
+    """`plan`, `rank` and `cache` live in their own modules (xstilts.study.plan, .rank, .cache_admin)."""
+    from xstilts.study import cache_admin, plan, rank
 
-    return (plan.main if command == "plan" else cache_admin.main)(args)
+    return {"plan": plan.main, "rank": rank.main, "cache": cache_admin.main}[command](args)
 
 
 def main(argv: list[str] | None = None) -> int:

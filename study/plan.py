@@ -23,6 +23,7 @@ import statistics
 import time
 
 from xstilts.tasks.kinds import kind_of
+
 DESCRIPTION = ("Validate a study config and probe what it points at (as `xstilts validate`), then print what the "
                "study would run: trials per target task, the distinct phase-2 trainings and which of them the phase "
                "cache already holds, the resources of a trial, and an estimate of the compute (training tokens over "

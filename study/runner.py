@@ -332,6 +332,16 @@ def _stop_on_sigterm():
     return signal.SIG_DFL if previous is None else previous  # None: a handler set outside Python (Ray's)
 
 
+def ensure_model(study: ResolvedStudy, log=print) -> str:
+    """The phase-1 model every trial starts from: the config's, or the embedded model, built once
+    per storage path and published under it so that every node of the cluster can read it."""
+    from xstilts.trainables.embedded_model import publish_embedded_model
+
+    if not study.config.uses_embedded_model:
+        return study.config.model
+    return publish_embedded_model(child(study.storage_path, "embedded_models"), log=log)
+
+
 def run_study(study: ResolvedStudy, address: str | None = None, log=print, resume_run_id: str | None = None,
               retry_errored: bool = True) -> dict:
     """Run every target's search; return {target: number of completed trials}.
@@ -350,7 +360,6 @@ def run_study(study: ResolvedStudy, address: str | None = None, log=print, resum
     from xstilts.study.study_run import (StudyProgress, begin_study_session, ensure_experiment, finish_study_run,
                                 start_study_run)
     from xstilts.mlflow_store.retry import call_with_retry
-    from xstilts.trainables.embedded_model import publish_embedded_model
     from xstilts.trainables.trial import run_trial
 
     c = study.config
@@ -377,10 +386,7 @@ def run_study(study: ResolvedStudy, address: str | None = None, log=print, resum
         Path(study.storage_path).mkdir(parents=True, exist_ok=True)
     if study.tracking_uri.startswith("sqlite:"):
         Path(sqlite_path(study.tracking_uri)).parent.mkdir(parents=True, exist_ok=True)
-    model_path = c.model
-    if c.uses_embedded_model:
-        # Under the storage path so that every node of the cluster can read it.
-        model_path = publish_embedded_model(child(study.storage_path, "embedded_models"), log=log)
+    model_path = ensure_model(study, log)
     if is_uri(study.phase_cache_dir):
         from xstilts.trainables.leases import lease_actor
 
