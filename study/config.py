@@ -217,6 +217,9 @@ class ParamSpec:
     values: tuple = ()
 
 
+RANK_METHODS = ("semb", "logme")  # xstilts.study.rank
+
+
 @dataclass(frozen=True)
 class SearchConfig:
     algorithm: str = "optuna"  # Optuna through ray.tune.search.optuna.OptunaSearch
@@ -237,8 +240,21 @@ class SearchConfig:
     # memory only), or an RDB URL (sqlite:///..., postgresql://...; needed for object storage
     # with a tracking server).
     optuna_storage: str = "auto"
+    # Rank the intermediate tasks per target before searching (xstilts rank) and search only the
+    # best `keep` of them (plus `none`), in rank order first: {rank_with: semb|logme, keep: K}.
+    # None: every intermediate task of the config, in its order.
+    intermediates: dict | None = None
 
     def check(self) -> None:
+        if self.intermediates is not None:
+            chosen = self.intermediates
+            if not isinstance(chosen, dict) or set(chosen) - {"rank_with", "keep"} or "rank_with" not in chosen:
+                raise FieldError("intermediates", f"must be {{rank_with: semb|logme, keep: K}}, got {short(chosen)}",
+                                 "e.g. intermediates: {rank_with: semb, keep: 3}")
+            if chosen["rank_with"] not in RANK_METHODS:
+                raise FieldError("intermediates.rank_with", f"unknown method {short(chosen['rank_with'])}",
+                                 f"use one of: {', '.join(RANK_METHODS)}")
+            positive_int(chosen.get("keep", 3), "intermediates.keep", "keep at least 1 intermediate task")
         if self.algorithm != "optuna":
             raise FieldError("algorithm", f"unknown algorithm {short(self.algorithm)}", "use optuna")
         if self.sampler not in ("tpe", "random"):

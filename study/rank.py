@@ -47,9 +47,6 @@ def main(args) -> int:
         study = _prepare_run(args)
     except ConfigError as error:
         return _bad_input("rank", str(error))
-    import transformers
-
-    transformers.logging.set_verbosity_error()  # a bare encoder's unused pooler is expected, not news
     methods = METHODS if args.method == "all" else (args.method,)
     scores = rank_study(study, methods, args.examples)
     print(json.dumps(scores, indent=1) if args.json else render(scores))
@@ -137,10 +134,13 @@ def _phase2_encoders(study, model_path: str) -> dict[str, str | None]:
 def rank_study(study, methods=METHODS, limit: int = 256) -> dict:
     """{"targets": {target: {"scores": {method: {intermediate: score or None}}, "ranking": {method:
     [intermediates, best first]}}}, "encoders": {...}}."""
+    import transformers
+
     from xstilts.study.runner import ensure_model
     from xstilts.tasks import NONE, get_task
     from xstilts.tasks.transferability import logme, semb_similarity
 
+    transformers.logging.set_verbosity_error()  # a bare encoder's unused pooler is expected, not news
     c = study.config
     model_path = ensure_model(study, log=lambda *a, **k: None)
     phase1 = _Encoder(model_path)

@@ -291,8 +291,10 @@ def trial_base_config(study: ResolvedStudy, target: str, model_path: str, experi
 
 
 def make_tuner(trainable, config: StudyConfig, target_index: int, param_space: dict, tune_dir: str, callbacks: list,
-               optuna_storage: str | None = None, optuna_study_name: str | None = None):
-    """The Tune search of one target task (also what benchmarks/driver_scale.py drives)."""
+               optuna_storage: str | None = None, optuna_study_name: str | None = None,
+               intermediates: tuple[str, ...] | None = None):
+    """The Tune search of one target task (also what benchmarks/driver_scale.py drives);
+    `intermediates`: this target's choices when a ranking pruned them."""
     from ray import tune
 
     return tune.Tuner(
@@ -302,7 +304,8 @@ def make_tuner(trainable, config: StudyConfig, target_index: int, param_space: d
             # metric/mode live on the searcher and the scheduler (OptunaSearch with its own
             # define-by-run space does not take them from here); the ConcurrencyLimiter
             # around the searcher is what bounds concurrent trials.
-            search_alg=repeat_seeds(make_searcher(config, target_index, optuna_storage, optuna_study_name), config.seeds),
+            search_alg=repeat_seeds(make_searcher(config, target_index, optuna_storage, optuna_study_name,
+                                                  intermediates), config.seeds),
             scheduler=make_scheduler(config),
             num_samples=config.num_samples * config.seeds,
         ),
@@ -330,6 +333,26 @@ def _stop_on_sigterm():
         return None
     previous = signal.signal(signal.SIGTERM, _interrupt)
     return signal.SIG_DFL if previous is None else previous  # None: a handler set outside Python (Ray's)
+
+
+def rank_intermediates(study: ResolvedStudy, log=print) -> dict[str, tuple[str, ...]]:
+    """With `search.intermediates: {rank_with, keep}`: per target, `none` and the best `keep`
+    intermediates by that score (xstilts.study.rank), in rank order; logged as a ranking run.
+    Empty without the option (every target searches every intermediate of the config)."""
+    chosen = study.config.search.intermediates
+    if not chosen:
+        return {}
+    from xstilts.study.rank import log_ranking, rank_study
+    from xstilts.study.search import prune_intermediates
+
+    method, keep = chosen["rank_with"], chosen.get("keep", 3)
+    result = rank_study(study, (method,))
+    log_ranking(study, result)
+    ranked = {}
+    for target, found in result["targets"].items():
+        ranked[target] = prune_intermediates(found["ranking"][method], keep, study.config.intermediate_tasks)
+        log(f"{target}: searching {', '.join(ranked[target])} (top {keep} by {method}, and none)")
+    return ranked
 
 
 def ensure_model(study: ResolvedStudy, log=print) -> str:
@@ -416,6 +439,7 @@ def run_study(study: ResolvedStudy, address: str | None = None, log=print, resum
     previous_sigterm = _stop_on_sigterm()
     try:
         session = begin_study_session(study.tracking_uri, parent_run_id, started)
+        ranked = rank_intermediates(study, log)
         for index, target in enumerate(c.target_tasks):
             task = get_task(target)
             base = trial_base_config(study, target, model_path, experiment_id, parent_run_id)
@@ -436,7 +460,7 @@ def run_study(study: ResolvedStudy, address: str | None = None, log=print, resum
                 completed[target] = _completed(results)
                 continue
             tuner = make_tuner(trainable, c, index, base, child(study.study_dir, "tune"), [progress],
-                               study.optuna_storage, study.optuna_study_name(target))
+                               study.optuna_storage, study.optuna_study_name(target), ranked.get(target))
             completed[target] = _completed(tuner.fit())
         status = "FINISHED"
     except KeyboardInterrupt:

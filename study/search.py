@@ -110,6 +110,16 @@ def _optuna_search_class():
     return _SEARCH_CLASS
 
 
+def prune_intermediates(ranking: list[str], keep: int, listed: tuple[str, ...]) -> tuple[str, ...]:
+    """`none` (when listed) and the best `keep` ranked intermediates, in rank order; an
+    intermediate the ranking could not score is kept after them only when fewer than `keep` were
+    scored (so an unscored task is never silently dropped for lack of a score)."""
+    ranked = [name for name in ranking if name in listed and name != NONE][:keep]
+    unscored = [name for name in listed if name != NONE and name not in ranking]
+    ranked += unscored[:max(0, keep - len(ranked))]
+    return ((NONE,) if NONE in listed else ()) + tuple(ranked)
+
+
 def repeat_seeds(searcher, seeds: int):
     """Each proposed configuration trained `seeds` times (Tune's Repeater: the repeats get
     `__trial_index__` 0..seeds-1, which the trial adds to its seed; the searcher sees their mean)."""
@@ -120,9 +130,13 @@ def repeat_seeds(searcher, seeds: int):
     return Repeater(searcher, repeat=seeds)
 
 
-def make_searcher(config: StudyConfig, target_index: int, storage_url: str | None = None, study_name: str | None = None):
+def make_searcher(config: StudyConfig, target_index: int, storage_url: str | None = None, study_name: str | None = None,
+                  intermediates: tuple[str, ...] | None = None):
     """OptunaSearch for one target; with `storage_url`, its Optuna study is kept there under
-    `study_name` (open it with `optuna-dashboard URL`; a resumed study goes on in it)."""
+    `study_name` (open it with `optuna-dashboard URL`; a resumed study goes on in it).
+    `intermediates`: this target's choices, in the order their fixed points go first (a ranking's
+    pruned list); None: the config's."""
+    intermediates = tuple(intermediates or config.intermediate_tasks)
     import optuna
     from ray.tune.search import ConcurrencyLimiter
 
@@ -142,11 +156,11 @@ def make_searcher(config: StudyConfig, target_index: int, storage_url: str | Non
         return point
 
     points = []
-    if config.search.baseline_first and NONE in config.intermediate_tasks:
+    if config.search.baseline_first and NONE in intermediates:
         points.append(point_for(NONE))
-    if config.search.each_intermediate_first:
-        points += [point_for(name) for name in config.intermediate_tasks if name != NONE]
-    space = DefineSpace(config.intermediate_tasks, dict(config.search_space), retrieval)
+    if config.search.each_intermediate_first or config.search.intermediates:  # a ranking: best first
+        points += [point_for(name) for name in intermediates if name != NONE]
+    space = DefineSpace(intermediates, dict(config.search_space), retrieval)
     storage = None
     if storage_url:
         if storage_url.startswith("sqlite:"):
