@@ -144,6 +144,12 @@ def build_sections(summary: StudySummary, compare: Sequence[StudySummary] = (),
     layers = retrieval_layer_table(summary, summary.run)
     if layers is not None:
         sections.append(Section("Retrieval layers", [layers]))
+    if study is not None:
+        from xstilts.analysis.ranking import ranking_table, read_rankings
+
+        ranked = ranking_table(summary, read_rankings(study))
+        if ranked is not None:
+            sections.append(Section("Ranking vs outcome", [ranked]))
     seeds = seed_table(summary)
     if seeds is not None:
         sections.append(Section("Seeds: differences with intervals", [seeds]))

@@ -287,3 +287,17 @@ def test_best_model_per_target_composite(records):
     assert composite["oracle_all_languages"]["delta_vs_none"] == approx(9.5)
     table = best_per_target_table(summarize(records))
     assert table.rows[0][-2:] == ["57.50", "+7.50"] and table.rows[1][-2:] == ["59.50", "+9.50"]
+
+
+def test_ranking_vs_outcome(records):
+    """A ranking read back from MLflow next to the measured order: XNLI measured mnli 65 > none 55."""
+    from xstilts.analysis.ranking import ranking_rows, ranking_table
+
+    rankings = {"logme": {XNLI: {"none": 0.9, "synthetic_mnli": 0.1, "unmeasured": 2.0}}}
+    (row,) = ranking_rows(summarize(records), rankings)
+    assert row["predicted"] == ["none", "synthetic_mnli"] and row["measured"] == ["synthetic_mnli", "none"]
+    # relevance = score - 55: mnli 10, none 0; predicted none first: DCG = 0 + 10/log2(3); ideal = 10
+    assert row["ndcg@3"] == approx(1 / 1.5849625, rel=1e-6)
+    assert row["regret@1"] == approx(100 * (65 - 55) / 65) and row["regret@3"] == 0.0
+    assert row["phase2_with_top3"] == 1 and row["phase2_all"] == 1
+    assert ranking_table(summarize(records), rankings).rows[0][:2] == ["logme", XNLI]

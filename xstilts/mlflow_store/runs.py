@@ -62,6 +62,16 @@ def _row(run) -> RunRow:
                   dict(run.data.tags), dict(run.data.params), dict(run.data.metrics))
 
 
+def kind_rows(tracking_uri: str, experiment_id: str, kind: str, study: str) -> list[RunRow]:
+    """A study's runs of another kind than its trials (e.g. "rank": `xstilts rank`), most recent first."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    query = f"tags.`{TAG_KIND}` = '{kind}' and tags.`{TAG_STUDY}` = '{study}'"
+    return [_row(run) for run in client.search_runs([experiment_id], filter_string=query,
+                                                     order_by=["attributes.start_time DESC"])]
+
+
 def find_study_run(client, experiment_id: str, name: str | None = None):
     """The study's parent run (an MLflow Run: writers need it whole), the most recent one of
     that name (of any study when `name` is None), or None."""
