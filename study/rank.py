@@ -138,6 +138,7 @@ def rank_study(study, methods=METHODS, limit: int = 256) -> dict:
 
     from xstilts.study.runner import ensure_model
     from xstilts.tasks import NONE, get_task
+    from xstilts.tasks.kinds import kind_of
     from xstilts.tasks.transferability import logme, semb_similarity
 
     transformers.logging.set_verbosity_error()  # a bare encoder's unused pooler is expected, not news
@@ -158,8 +159,8 @@ def rank_study(study, methods=METHODS, limit: int = 256) -> dict:
     for target in c.target_tasks:
         task = get_task(target)
         scores: dict[str, dict] = {method: {} for method in methods}
-        target_examples = _examples(study, target, limit) if task.locate is None or task.has_data(
-            "train", task.train_language) else []
+        # Retrieval targets have no training split (nor labels): they get no scores.
+        target_examples = _examples(study, target, limit) if kind_of(task).trainable else []
         labels = [sentence_label(task, e) for e in target_examples]
         for intermediate in c.intermediate_tasks:
             if "semb" in methods:
