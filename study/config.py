@@ -223,7 +223,7 @@ RANK_METHODS = ("semb", "logme")  # xstilts.study.rank
 @dataclass(frozen=True)
 class SearchConfig:
     algorithm: str = "optuna"  # Optuna through ray.tune.search.optuna.OptunaSearch
-    sampler: str = "tpe"  # "tpe" or "random"
+    sampler: str = "tpe"  # "tpe", "random" or "grid" (every point once; num_samples is the grid's size)
     seed: int = 0
     scheduler: str = "asha"  # "asha" or "fifo" (no early stopping)
     grace_period: int = 1  # ASHA: epochs before a trial can be stopped
@@ -257,8 +257,8 @@ class SearchConfig:
             positive_int(chosen.get("keep", 3), "intermediates.keep", "keep at least 1 intermediate task")
         if self.algorithm != "optuna":
             raise FieldError("algorithm", f"unknown algorithm {short(self.algorithm)}", "use optuna")
-        if self.sampler not in ("tpe", "random"):
-            raise FieldError("sampler", f"unknown sampler {short(self.sampler)}", "use tpe or random")
+        if self.sampler not in ("tpe", "random", "grid"):
+            raise FieldError("sampler", f"unknown sampler {short(self.sampler)}", "use tpe, random or grid")
         if self.scheduler not in ("asha", "fifo"):
             raise FieldError("scheduler", f"unknown scheduler {short(self.scheduler)}", "use asha or fifo")
         positive_int(self.grace_period, "grace_period", "use 1 or more epochs")
@@ -609,6 +609,11 @@ def _check_values(c: StudyConfig) -> None:
     _positive_int(c.seeds, "seeds", "use 1 (one training seed per configuration) or e.g. 3")
     if c.seeds > 100:
         raise ConfigError("seeds", f"must be at most 100, got {c.seeds}", "use e.g. 3 or 5")
+    if c.search.sampler == "grid":
+        for name, spec in c.search_space.items():
+            if spec.type != "choice":
+                raise ConfigError(f"search_space.{name}", f"is {spec.type}, and a grid needs every dimension as a choice",
+                                  "give {type: choice, values: [...]} or use sampler tpe")
     if c.seeds > 1 and c.search.scheduler != "fifo":
         raise ConfigError("search.scheduler", f"{c.search.scheduler} stops trials early, so the {c.seeds} seeds of one "
                           "configuration would train different numbers of epochs", "use scheduler: fifo with seeds > 1")

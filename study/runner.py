@@ -22,7 +22,7 @@ from xstilts.mlflow_store import absolute_sqlite_uri, find_study_run, sqlite_pat
 from xstilts.trainables.config import CATALOG_KEY
 from xstilts.study.config import ConfigError, StudyConfig
 from xstilts.storage import Location, StorageError, child, is_uri, probe
-from xstilts.study.search import make_scheduler, make_searcher, repeat_seeds
+from xstilts.study.search import make_scheduler, make_searcher, repeat_seeds, trials_per_target
 from xstilts.tasks import get_task
 from xstilts.tasks.record_schema import FINAL_EN_DEV
 
@@ -307,7 +307,7 @@ def make_tuner(trainable, config: StudyConfig, target_index: int, param_space: d
             search_alg=repeat_seeds(make_searcher(config, target_index, optuna_storage, optuna_study_name,
                                                   intermediates), config.seeds),
             scheduler=make_scheduler(config),
-            num_samples=config.num_samples * config.seeds,
+            num_samples=trials_per_target(config, target_index, intermediates),
         ),
         run_config=tune.RunConfig(
             name=config.target_tasks[target_index], storage_path=tune_dir, verbose=0,
@@ -425,8 +425,9 @@ def run_study(study: ResolvedStudy, address: str | None = None, log=print, resum
     else:
         parent_run_id = start_study_run(study.tracking_uri, experiment_id, study.name,
                                         _study_params(study, model_path), _config_yaml(study))
-    seeds = f" ({c.num_samples} configurations x {c.seeds} seeds)" if c.seeds > 1 else ""
-    log(f"study {study.name}: {len(c.target_tasks)} target task(s) x {c.num_samples * c.seeds} trials{seeds}, "
+    seeds = f" (configurations x {c.seeds} seeds)" if c.seeds > 1 else ""
+    grid = ", the whole grid" if c.search.sampler == "grid" else ""
+    log(f"study {study.name}: {len(c.target_tasks)} target task(s) x {trials_per_target(c, 0)} trials{seeds}{grid}, "
         f"up to {c.max_concurrent_trials} at once; MLflow run {parent_run_id} in experiment {c.mlflow.experiment!r}")
     completed: dict[str, int] = {}
     status = "FAILED"
@@ -445,7 +446,7 @@ def run_study(study: ResolvedStudy, address: str | None = None, log=print, resum
             base = trial_base_config(study, target, model_path, experiment_id, parent_run_id)
             log(f"--- target task {target} ({task.kind}, selection metric: English dev {task.metric}) ---")
             progress = StudyProgress(study.tracking_uri, experiment_id, parent_run_id, target, task.metric,
-                                     c.training.target_epochs, c.num_samples * c.seeds)
+                                     c.training.target_epochs, trials_per_target(c, index, ranked.get(target)))
             trainable = tune.with_resources(run_trial, trial_resources)
             experiment_path = child(study.study_dir, "tune", target)
             if resume_run_id and tune.Tuner.can_restore(experiment_path):

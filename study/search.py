@@ -110,6 +110,28 @@ def _optuna_search_class():
     return _SEARCH_CLASS
 
 
+def grid_points(config: StudyConfig, target_index: int, intermediates: tuple[str, ...] | None = None) -> list[dict]:
+    """Every point of the search space (all its dimensions are `choice`s) that applies to the
+    target: each intermediate task with every combination of the dimensions its phases have."""
+    import itertools
+
+    retrieval = not kind_of(get_task(config.target_tasks[target_index])).trainable
+    points = []
+    for intermediate in intermediates or config.intermediate_tasks:
+        names = [d.name for d in DIMENSIONS.values()
+                 if d.applies(intermediate, retrieval) and d.name in config.search_space]
+        for values in itertools.product(*(config.search_space[name].values for name in names)):
+            points.append({"intermediate_task": intermediate, **dict(zip(names, values))})
+    return points
+
+
+def trials_per_target(config: StudyConfig, target_index: int, intermediates: tuple[str, ...] | None = None) -> int:
+    """Tune's num_samples for one target: the grid's size or num_samples, times the seeds."""
+    configurations = len(grid_points(config, target_index, intermediates)) if config.search.sampler == "grid" \
+        else config.num_samples
+    return configurations * config.seeds
+
+
 def prune_intermediates(ranking: list[str], keep: int, listed: tuple[str, ...]) -> tuple[str, ...]:
     """`none` (when listed) and the best `keep` ranked intermediates, in rank order; an
     intermediate the ranking could not score is kept after them only when fewer than `keep` were
@@ -136,16 +158,17 @@ def make_searcher(config: StudyConfig, target_index: int, storage_url: str | Non
     `study_name` (open it with `optuna-dashboard URL`; a resumed study goes on in it).
     `intermediates`: this target's choices, in the order their fixed points go first (a ranking's
     pruned list); None: the config's."""
-    intermediates = tuple(intermediates or config.intermediate_tasks)
     import optuna
     from ray.tune.search import ConcurrencyLimiter
 
+    intermediates = tuple(intermediates or config.intermediate_tasks)
     seed = config.search.seed + target_index  # each target has its own, reproducible sampler
     if config.search.sampler == "tpe":
         sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(4, config.num_samples))
     else:
         sampler = optuna.samplers.RandomSampler(seed=seed)
     retrieval = not kind_of(get_task(config.target_tasks[target_index])).trainable
+
     def point_for(intermediate: str) -> dict:
         # The dimensions that apply, at their preferred or central values (target_train:
         # english, the zero-shot setting proper, when it is allowed).
@@ -156,10 +179,12 @@ def make_searcher(config: StudyConfig, target_index: int, storage_url: str | Non
         return point
 
     points = []
-    if config.search.baseline_first and NONE in intermediates:
+    if config.search.sampler == "grid":  # every point of the grid, once, in order
+        points = grid_points(config, target_index, intermediates)
+    elif config.search.baseline_first and NONE in intermediates:
         points.append(point_for(NONE))
-    if config.search.each_intermediate_first or config.search.intermediates:  # a ranking: best first
-        points += [point_for(name) for name in intermediates if name != NONE]
+    if config.search.sampler != "grid" and (config.search.each_intermediate_first or config.search.intermediates):
+        points += [point_for(name) for name in intermediates if name != NONE]  # a ranking: best first
     space = DefineSpace(intermediates, dict(config.search_space), retrieval)
     storage = None
     if storage_url:

@@ -57,3 +57,26 @@ def test_retrieval_layer_must_be_integer_choices():
     with pytest.raises(ConfigError, match="integers"):
         _param_spec("retrieval_layer", {"type": "choice", "values": [1.5]})
     assert _param_spec("retrieval_layer", {"type": "choice", "values": [0, 3]}).values == (0, 3)
+
+
+def test_grid_sampler_proposes_every_point_once(tmp_path):
+    """sampler: grid: the fixed points are the whole conditional grid (none has no phase-2 rate),
+    Tune's num_samples is its size times the seeds, and a continuous dimension is refused."""
+    from xstilts.study.config import ConfigError, parse_config
+    from xstilts.study.search import grid_points, make_searcher, trials_per_target
+
+    raw = {"name": "g", "model": "embedded:tiny-xlmr", "target_tasks": ["synthetic_xnli"],
+           "intermediate_tasks": ["none", "synthetic_mnli"], "seeds": 2,
+           "search_space": {"intermediate_lr": {"type": "choice", "values": [1e-3, 3e-4]},
+                            "target_lr": {"type": "choice", "values": [1e-3, 2e-3, 3e-3]}},
+           "search": {"sampler": "grid", "scheduler": "fifo"},
+           "mlflow": {"tracking_uri": f"sqlite:///{tmp_path}/m.db"}, "storage_path": str(tmp_path / "runs")}
+    config = parse_config(raw)
+    points = grid_points(config, 0)
+    assert len(points) == 3 + 2 * 3 and points[0] == {"intermediate_task": "none", "target_lr": 1e-3}
+    assert {"intermediate_task": "synthetic_mnli", "intermediate_lr": 3e-4, "target_lr": 3e-3} in points
+    assert trials_per_target(config, 0) == 18
+    assert make_searcher(config, 0).searcher._points_to_evaluate == points
+    raw["search_space"]["target_lr"] = {"type": "loguniform", "low": 1e-4, "high": 1e-3}
+    with pytest.raises(ConfigError, match="'search_space.target_lr': is loguniform, and a grid needs"):
+        parse_config(raw)
