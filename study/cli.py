@@ -48,33 +48,27 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--name", help="study name (default: the config's name plus a timestamp)")
     run.add_argument("--num-samples", type=int, help="trials per target task (overrides num_samples)")
 
-    validate = sub.add_parser("validate", help="check a study config and what it points at, without running it",
-                              description="Do everything `xstilts run` does before it starts Ray: read and validate "
-                                          "the config (with the same options as run), probe the Ray address and the "
-                                          "MLflow tracking URI with short deadlines, and check the storage path; "
-                                          "print one line `ok: ...` (exit 0) or the problem (exit 2). Nothing is "
-                                          "started or written.")
-    for action in run._actions:
-        if action.option_strings and action.dest != "help":
-            validate._add_action(action)
+    def like_run(name: str, help: str, description: str):
+        """A subcommand that takes every option of `run` (validate, plan, rank: they read the same study)."""
+        parser = sub.add_parser(name, help=help, description=description)
+        for action in run._actions:
+            if action.option_strings and action.dest != "help":
+                parser._add_action(action)
+        return parser
 
-    from xstilts.study import cache_admin, plan as plan_module  # both keep their heavy imports inside main()
+    like_run("validate", "check a study config and what it points at, without running it",
+             "Do everything `xstilts run` does before it starts Ray: read and validate the config (with the same "
+             "options as run), probe the Ray address and the MLflow tracking URI with short deadlines, and check the "
+             "storage path; print one line `ok: ...` (exit 0) or the problem (exit 2). Nothing is started or written.")
 
-    plan = sub.add_parser("plan", help="print what a study would run (trials, phase-2 trainings, cache hits, cost) without running it",
-                          description=plan_module.DESCRIPTION)
-    for action in run._actions:
-        if action.option_strings and action.dest != "help":
-            plan._add_action(action)
-    plan_module.add_arguments(plan)
+    # Their heavy imports stay inside their main().
+    from xstilts.study import cache_admin, plan as plan_module, rank as rank_module
 
-    from xstilts.study import rank as rank_module
-
-    rank = sub.add_parser("rank", help="rank the intermediate tasks per target by transferability, before training them",
-                          description=rank_module.DESCRIPTION)
-    for action in run._actions:
-        if action.option_strings and action.dest != "help":
-            rank._add_action(action)
-    rank_module.add_arguments(rank)
+    plan_module.add_arguments(like_run(
+        "plan", "print what a study would run (trials, phase-2 trainings, cache hits, cost) without running it",
+        plan_module.DESCRIPTION))
+    rank_module.add_arguments(like_run(
+        "rank", "rank the intermediate tasks per target by transferability, before training them", rank_module.DESCRIPTION))
 
     cache = sub.add_parser("cache", help="list or prune the phase and feature caches of a storage path",
                            description=cache_admin.DESCRIPTION)
