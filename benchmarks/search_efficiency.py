@@ -39,12 +39,13 @@ TABLE = Path(__file__).resolve().parent / "data" / "grid_embedded.json"
 CONFIG = REPO / "search_spaces" / "grid_embedded.yaml"
 WITHIN = 0.5  # points of the true score
 
-STRATEGIES = {  # name -> (sampler, scheduler)
-    "grid": ("grid", "fifo"),
-    "random": ("random", "fifo"),
-    "random+ASHA": ("random", "asha"),
-    "TPE": ("tpe", "fifo"),
-    "TPE+ASHA (default)": ("tpe", "asha"),
+STRATEGIES = {  # name -> (sampler, scheduler, what Optuna is told of a stopped trial)
+    "grid": ("grid", "fifo", "pruned"),
+    "random": ("random", "fifo", "pruned"),
+    "random+ASHA": ("random", "asha", "pruned"),
+    "TPE": ("tpe", "fifo", "pruned"),
+    "TPE+ASHA, stopped told as complete": ("tpe", "asha", "complete"),
+    "TPE+ASHA (default)": ("tpe", "asha", "pruned"),
 }
 
 
@@ -81,16 +82,19 @@ def replay(config: dict, grid: Grid = None, replay_seed: int = 0) -> None:
     """The trainable: one recorded seed's English dev curve of the proposed configuration."""
     from ray import tune
 
-    from xstilts.tasks.record_schema import EPOCH_EN_DEV, TARGET_EPOCH
+    from xstilts.tasks.record_schema import EPOCH_EN_DEV, FINAL_EN_DEV, TARGET_EPOCH
 
     key = Grid.key(config["intermediate_task"], config.get("intermediate_lr", 0.0), config["target_lr"])
     rows = grid.runs[key]
     draw = random.Random(f"{replay_seed}/{tune.get_context().get_trial_id()}").randrange(len(rows))
-    for epoch, score in enumerate(rows[draw]["en_dev"], start=1):
-        tune.report({EPOCH_EN_DEV: score, TARGET_EPOCH: epoch, "config_key": json.dumps(key), "drawn_seed": draw})
+    curve = rows[draw]["en_dev"]
+    for epoch, score in enumerate(curve, start=1):
+        # The last epoch carries the final record, as a real trial's does (a trial without it was stopped).
+        final = {FINAL_EN_DEV: score} if epoch == len(curve) else {}
+        tune.report({EPOCH_EN_DEV: score, TARGET_EPOCH: epoch, "config_key": json.dumps(key), "drawn_seed": draw, **final})
 
 
-def run_strategy(grid: Grid, sampler: str, scheduler: str, replay_seed: int, work: Path) -> list[dict]:
+def run_strategy(grid: Grid, sampler: str, scheduler: str, stopped: str, replay_seed: int, work: Path) -> list[dict]:
     """One search, replayed: the trials in the order Tune created them, with what each reported."""
     from ray import tune
 
@@ -100,7 +104,8 @@ def run_strategy(grid: Grid, sampler: str, scheduler: str, replay_seed: int, wor
     config = load_config(CONFIG)
     config = dataclasses.replace(config, seeds=1, num_samples=len(grid.runs), max_concurrent_trials=2,
                                  search=dataclasses.replace(config.search, sampler=sampler, scheduler=scheduler,
-                                                            seed=replay_seed, grace_period=1, optuna_storage="none"))
+                                                            seed=replay_seed, grace_period=1, optuna_storage="none",
+                                                            tell_stopped_as=stopped))
     trainable = tune.with_resources(tune.with_parameters(replay, grid=grid, replay_seed=replay_seed), {"cpu": 0.5})
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):  # Tune's tables
         results = make_tuner(trainable, config, 0, {}, str(work), []).fit()
@@ -182,8 +187,9 @@ def main() -> None:
           f"{grid.full_cost()} epochs; reference true score {grid.reference():.2f}; {seeds} replay seeds per strategy")
     curves, summary = {}, {}
     with tempfile.TemporaryDirectory() as work:
-        for name, (sampler, scheduler) in chosen.items():
-            curves[name] = [cost_curve(grid, run_strategy(grid, sampler, scheduler, seed, Path(work) / f"{name}-{seed}"))
+        for name, (sampler, scheduler, stopped) in chosen.items():
+            curves[name] = [cost_curve(grid, run_strategy(grid, sampler, scheduler, stopped, seed,
+                                                          Path(work) / f"{len(curves)}-{seed}"))
                             for seed in range(seeds)]
             ratios = sorted(cost_to_reach(c) / grid.full_cost() for c in curves[name])
             reached = [r for r in ratios if r != float("inf")]

@@ -244,6 +244,10 @@ class SearchConfig:
     # best `keep` of them (plus `none`), in rank order first: {rank_with: semb|logme, keep: K}.
     # None: every intermediate task of the config, in its order.
     intermediates: dict | None = None
+    # What Optuna is told of a trial ASHA stopped early: "pruned" (its last score, ranked below
+    # trials that ran to the end, as Optuna's own pruners record them) or "complete" (OptunaSearch's
+    # default: the early-epoch score as if final). benchmarks/search_efficiency.py compares them.
+    tell_stopped_as: str = "pruned"
 
     def check(self) -> None:
         if self.intermediates is not None:
@@ -257,6 +261,9 @@ class SearchConfig:
             positive_int(chosen.get("keep", 3), "intermediates.keep", "keep at least 1 intermediate task")
         if self.algorithm != "optuna":
             raise FieldError("algorithm", f"unknown algorithm {short(self.algorithm)}", "use optuna")
+        if self.tell_stopped_as not in ("pruned", "complete"):
+            raise FieldError("tell_stopped_as", f"must be pruned or complete, got {short(self.tell_stopped_as)}",
+                             "use pruned (the default)")
         if self.sampler not in ("tpe", "random", "grid"):
             raise FieldError("sampler", f"unknown sampler {short(self.sampler)}", "use tpe, random or grid")
         if self.scheduler not in ("asha", "fifo"):

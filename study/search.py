@@ -92,7 +92,8 @@ def _optuna_search_class():
                 # every epoch; told PRUNED, Optuna keeps that score as the trial's value and TPE
                 # ranks it below trials that ran to the end (Optuna's own pruners do the same).
                 stopped = (not error and result is not None and FINAL_EN_DEV not in result
-                           and trial_id in self._ot_trials and trial_id not in self._completed_trials)
+                           and trial_id in self._ot_trials and trial_id not in self._completed_trials
+                           and getattr(self, "tell_stopped_as", "pruned") == "pruned")
                 if not stopped:
                     return super().on_trial_complete(trial_id, result, error)
                 import optuna
@@ -194,7 +195,8 @@ def make_searcher(config: StudyConfig, target_index: int, storage_url: str | Non
             Path(storage_url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
         storage = optuna.storages.RDBStorage(storage_url)
     searcher = _optuna_search_class()(space=space, sampler=sampler, storage=storage, study_name=study_name,
-                            metric=SELECTION_METRIC, mode="max", points_to_evaluate=points or None)
+                                      metric=SELECTION_METRIC, mode="max", points_to_evaluate=points or None)
+    searcher.tell_stopped_as = config.search.tell_stopped_as
     return ConcurrencyLimiter(searcher, max_concurrent=config.max_concurrent_trials)
 
 

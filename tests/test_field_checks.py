@@ -15,7 +15,8 @@ from xstilts.trainables.config import ResourceOptions, TrainingOptions
     (TrainingOptions(max_train_examples_by_task={"no_such_task": 5}), "max_train_examples_by_task.no_such_task"),
     (ResourceOptions(cpus_per_worker=0), "cpus_per_worker"),
     (ResourceOptions(trial_max_failures=101), "trial_max_failures"),
-    (SearchConfig(sampler="grid"), "sampler"),
+    (SearchConfig(sampler="bayes"), "sampler"),
+    (SearchConfig(tell_stopped_as="never"), "tell_stopped_as"),
     (MlflowConfig(tracking_uri="./mlruns"), "tracking_uri"),
 ])
 def test_dataclass_checks_its_fields(options, field):
