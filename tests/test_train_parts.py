@@ -3,6 +3,7 @@ runtime): the whole phase reports once per epoch, a saved state restores to the 
 optimiser, one epoch moves the weights, evaluation returns the task's metric."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import torch
@@ -12,7 +13,8 @@ from xstilts.tasks.record_schema import EPOCH_EN_DEV, FINAL_ALL_LANGUAGES, TARGE
 from xstilts.trainables.config import PhaseConfig, TrainingOptions
 from xstilts.trainables.phase_data import load_phase_data
 from xstilts.trainables.train_loop import (TRAIN_STATE, TrainState, build_model, epoch_plan, evaluate_epoch,
-                                           local_runtime, run_phase, save_checkpoint, train_epoch)
+                                           early_stopping_update, local_runtime, run_phase, save_checkpoint,
+                                           train_epoch)
 
 
 def _phase(model_dir, tmp_path, epochs=2) -> PhaseConfig:
@@ -34,6 +36,7 @@ def test_a_phase_runs_and_reports_without_ray(tokenizer_dir, tmp_path, one_threa
 
 def test_parts_epoch_state_and_evaluation(tokenizer_dir, tmp_path, one_thread):
     cfg = _phase(tokenizer_dir, tmp_path, epochs=3)
+    cfg = dataclasses.replace(cfg, training=dataclasses.replace(cfg.training, early_stopping_patience=2))
     runtime, _ = local_runtime()
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     data = load_phase_data(cfg, tokenizer)
@@ -48,12 +51,15 @@ def test_parts_epoch_state_and_evaluation(tokenizer_dir, tmp_path, one_thread):
     assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
     dev, selection = evaluate_epoch(model, data, cfg, tokenizer, "cpu")
     assert dev["dev/en/accuracy"] == selection
+    assert not early_stopping_update(state.stopping, selection, 0, cfg.training, model)  # the first best epoch
 
     folder = save_checkpoint(model, tokenizer, data, cfg, state, epoch=0, last=False)
     restored_model, _ = build_model(cfg, data)
     restored = TrainState.create(cfg, restored_model, len(plan))
     restored.restore(torch.load(f"{folder}/{TRAIN_STATE}", weights_only=True), restored_model, cfg.epochs)
     assert restored.start_epoch == 1
+    assert (restored.stopping["best_score"], restored.stopping["best_epoch"]) == (selection, 0)
+    assert all(torch.equal(v, restored.stopping["best_model"][k]) for k, v in state.stopping["best_model"].items())
     assert all(torch.equal(v, restored_model.state_dict()[k]) for k, v in model.state_dict().items())
     assert restored.scheduler.state_dict() == state.scheduler.state_dict()
     assert restored.optimizer.state_dict()["state"].keys() == state.optimizer.state_dict()["state"].keys()
