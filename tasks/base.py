@@ -153,6 +153,10 @@ class TaskSpec:
     # span_qa: how answers are normalised before EM/F1: "squad" (SQuAD's English rules, for every
     # language, as the official XQuAD/TyDiQA scorers do) or "mlqa" (MLQA's per-language rules).
     answer_normalization: str = "squad"
+    # tagging: how predicted tags are scored: "seqeval" (chunk precision/recall/F1 as seqeval's
+    # conlleval mode, XTREME's UD-POS and PAN-X scorer; metric "f1") or "accuracy" (token
+    # accuracy, jiant's CCG supertagging metric; metric "accuracy").
+    tag_metric: str = "seqeval"
     # Whether the hub's training split exists per language as translated data (XNLI's and PAWS-X's
     # machine-translated training sets, PAN-X's per-language training data). False for the QA
     # targets: the hub has English SQuAD only, so translate-train needs XTREME's translated files.

@@ -448,7 +448,7 @@ def ccg_labels(options: DataOptions) -> tuple[str, ...]:
 
 
 CCG = TaskSpec(
-    name="ccg", kind="tagging", languages=EN, labels=(), metric="f1",
+    name="ccg", kind="tagging", languages=EN, labels=(), metric="accuracy", tag_metric="accuracy",
     loader=lambda split, language, options: _ccg_read(_ccg_locate(split, language, options), split, language),
     max_length=128, locate=_ccg_locate, label_source=ccg_labels,
     description="CCG supertagging on CCGbank (Hockenmaier & Steedman 2007; LDC licensed, user-provided): train "

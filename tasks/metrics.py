@@ -43,6 +43,23 @@ def tagging_prf(predictions: Sequence[Sequence[str]], labels: Sequence[Sequence[
         }
 
 
+def token_accuracy(predictions: Sequence[Sequence[str]], labels: Sequence[Sequence[str]],
+                   pad: Optional[str] = None) -> dict[str, float]:
+    """{"accuracy": 100 x tokens whose predicted tag equals the gold tag / gold tokens}, over all
+    sentences pooled (jiant's CCG supertagging metric). A prediction shorter than its gold
+    sentence (words truncated away) is padded with `pad` (None: counted wrong) and a longer one
+    cut, so truncation can only lower the score."""
+    if len(predictions) != len(labels):
+        raise ValueError(f"{len(predictions)} predicted sentences for {len(labels)} gold sentences")
+    total = correct = 0
+    for predicted, gold in zip(predictions, labels):
+        predicted = list(predicted)[: len(gold)]
+        predicted += [pad] * (len(gold) - len(predicted))
+        total += len(gold)
+        correct += sum(p == g for p, g in zip(predicted, gold))
+    return {"accuracy": 100.0 * correct / total if total else 0.0}
+
+
 # ---------------------------------------------------------------------------------------------
 # Extractive QA: SQuAD v1.1 (XQuAD, TyDiQA-GoldP) and MLQA exact match / token F1.
 #

@@ -3,7 +3,7 @@ states: no training.
 
 As in XTREME, a sentence's embedding is the mean of one layer's hidden states over its non-pad
 tokens (the special tokens <s> and </s> included, XTREME's default), and sentences are compared
-by cosine similarity.
+by cosine similarity (BUCC: by a margin over cosine similarities).
 
 Layers are numbered as HF's `output_hidden_states` tuple: 0 is the embedding output, k (1 to
 num_hidden_layers) the output of transformer layer k. XTREME's `--specific_layer` counts the
@@ -12,16 +12,29 @@ its 7 for 12-layer mBERT is our 8, its 13 for 24-layer XLM-R large (Tatoeba) is 
 `default_layer` reproduces both: num_hidden_layers // 2 + 2, capped at the last layer (for the
 2-layer tiny models: the last one). A negative layer counts from the end (-1: the last).
 
-Tatoeba: each source sentence's nearest English sentence (source -> English, LASER's xx->en
-direction; XTREME's run_retrieval.py searches the other way, English -> source) is compared
-with the gold pair: `accuracy` in percent.
+Tatoeba (XTREME's third_party/run_retrieval.py, similarity_search): each English sentence's
+nearest source sentence by cosine similarity (XTREME searches English -> source; LASER's xx -> en
+direction is `tatoeba_scores(..., direction="xx-en")`) is compared with the gold pair:
+`accuracy` in percent.
 
-BUCC: each source sentence's best English candidate and its cosine score (XTREME mines with a
-ratio margin over 4 nearest neighbours in both directions; plain cosine here). Pairs scoring at
-least a threshold are predicted. The threshold is chosen on the given data to maximise F1
-against its gold pairs, which is what XTREME does on BUCC's dev (sample) split, before applying
-that threshold to test: pass `threshold=` to use one chosen elsewhere. On the data it was chosen
-on the F1 is therefore an optimistic (upper) estimate. Scores: the shared `bucc_prf`.
+BUCC (XTREME's third_party/utils_retrieve.py: mine_bitext with its defaults mode="mine",
+retrieval="max", margin="ratio", neighborhood k=4, threshold 0; then bucc_optimize and
+bucc_extract). Sentences are unified (mined once per distinct text; a pair whose sentence
+occurs twice in its file is dropped, as XTREME cannot give it an id). Each source sentence's 4
+nearest English sentences (forward) and each English sentence's 4 nearest source sentences
+(backward) are scored with the ratio margin
+
+    score(x, y) = cos(x, y) / ((sum of cos(x, z), z among x's 4 nearest English) / 8
+                               + (sum of cos(y, w), w among y's 4 nearest sources) / 8)
+
+(k capped at the other side's size); each sentence keeps its best candidate, and the forward
+and backward best pairs, by decreasing score, form a 1-1 alignment (a pair is skipped when its
+source or English sentence is already aligned); pairs scoring <= 0 are dropped. Pairs scoring
+at least a threshold are predicted. The threshold maximises F1 against gold pairs
+(`best_threshold`, bucc_optimize): on the dev split it is chosen on dev itself, so the dev F1
+is an optimistic (upper) estimate (XTREME's dev procedure); on any other split it is chosen on
+that language's dev gold and applied (XTREME's test procedure); `threshold=` fixes one (the
+--threshold-style override). Scores: the shared `bucc_prf`.
 
 LAReQA and Mewsli-X (XTREME-R): mean average precision at 20, `map_at_20` in percent (XTREME-R's
 "mAP@20"; the name has no "@" because MLflow refuses it in metric keys). Each query (a LAReQA
@@ -45,6 +58,7 @@ which encode a LAReQA answer together with its paragraph, a candidate here is it
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import torch
 
@@ -144,44 +158,200 @@ def nearest(source: torch.Tensor, target: torch.Tensor, chunk: int = 1024) -> tu
 # Tatoeba
 # ---------------------------------------------------------------------------------------------
 
+TATOEBA_DIRECTIONS = ("en-xx", "xx-en")
+
+
 def tatoeba_predictions(corpus: RetrievalCorpus, source_embeddings: torch.Tensor,
                         target_embeddings: torch.Tensor) -> dict[str, str]:
-    """{source id: id of its nearest English sentence}."""
+    """{source id: id of its nearest English sentence} (the xx -> en direction)."""
     _, indices = nearest(source_embeddings, target_embeddings)
     return {sid: corpus.target_ids[int(j)] for sid, j in zip(corpus.source_ids, indices)}
 
 
 def tatoeba_scores(corpus: RetrievalCorpus, source_embeddings: torch.Tensor,
-                   target_embeddings: torch.Tensor) -> dict[str, float]:
-    """{"accuracy": % of gold (source, English) pairs whose source finds that English sentence}."""
-    predicted = tatoeba_predictions(corpus, source_embeddings, target_embeddings)
-    return {"accuracy": accuracy([predicted[s] for s, _ in corpus.gold], [t for _, t in corpus.gold])}
+                   target_embeddings: torch.Tensor, direction: str = "en-xx") -> dict[str, float]:
+    """{"accuracy": % of gold (source, English) pairs found by nearest-neighbour search}.
+
+    direction "en-xx" (XTREME's run_retrieval.py / similarity_search: each English sentence
+    searches the source sentences; a pair is right when its English sentence's nearest source
+    sentence is its source), "xx-en" (LASER's: each source sentence searches the English ones).
+    """
+    if direction == "xx-en":
+        predicted = tatoeba_predictions(corpus, source_embeddings, target_embeddings)
+        return {"accuracy": accuracy([predicted[s] for s, _ in corpus.gold], [t for _, t in corpus.gold])}
+    if direction != "en-xx":
+        raise ValueError(f"Tatoeba direction {direction!r} is neither of {', '.join(TATOEBA_DIRECTIONS)}")
+    _, indices = nearest(target_embeddings, source_embeddings)
+    found = {tid: corpus.source_ids[int(i)] for tid, i in zip(corpus.target_ids, indices)}
+    return {"accuracy": accuracy([found[t] for _, t in corpus.gold], [s for s, _ in corpus.gold])}
 
 
 # ---------------------------------------------------------------------------------------------
-# BUCC
+# BUCC: XTREME's margin-based mining (third_party/utils_retrieve.py, mine_bitext) and threshold
+# (bucc_optimize, bucc_extract); see the module doc.
 # ---------------------------------------------------------------------------------------------
 
-def bucc_candidates(corpus: RetrievalCorpus, source_embeddings: torch.Tensor,
-                    target_embeddings: torch.Tensor) -> list[tuple[str, str, float]]:
-    """(source id, its best English id, cosine score) for every source sentence."""
-    scores, indices = nearest(source_embeddings, target_embeddings)
-    return [(sid, corpus.target_ids[int(j)], float(s)) for sid, j, s in zip(corpus.source_ids, indices, scores)]
+BUCC_K = 4  # XTREME's mine_bitext neighborhood
+MARGINS = ("ratio", "distance", "absolute")
+RETRIEVALS = ("max", "fwd", "bwd", "intersect")
 
 
-def optimal_threshold(candidates: list[tuple[str, str, float]], gold) -> float:
-    """The score threshold (predict pairs scoring >= it) that maximises F1 against `gold`.
+def knn(query: torch.Tensor, database: torch.Tensor, k: int = BUCC_K,
+        chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each query row's min(k, len(database)) most cosine-similar database rows, best first:
+    (similarities, indices), both [len(query), k]; equal similarities in database order.
+    In chunks of `chunk` query rows."""
+    k = min(k, len(database))
+    q = torch.nn.functional.normalize(query.float(), dim=-1)
+    d = torch.nn.functional.normalize(database.float(), dim=-1)
+    sims, inds = [], []
+    for begin in range(0, len(q), chunk):
+        ordered = torch.sort(q[begin:begin + chunk] @ d.T, dim=1, descending=True, stable=True)
+        sims.append(ordered.values[:, :k])
+        inds.append(ordered.indices[:, :k])
+    if not sims:
+        return torch.zeros((0, k)), torch.zeros((0, k), dtype=torch.long)
+    return torch.cat(sims), torch.cat(inds)
+
+
+def _apply_margin(cosine: torch.Tensor, mean: torch.Tensor, margin: str) -> torch.Tensor:
+    """XTREME's margin(a, b) with a = cos(x, y), b = (fwd mean of x + bwd mean of y) / 2."""
+    if margin == "ratio":
+        return cosine / mean
+    if margin == "distance":
+        return cosine - mean
+    if margin == "absolute":
+        return cosine
+    raise ValueError(f"margin {margin!r} is neither of {', '.join(MARGINS)}")
+
+
+def margin_scores(src_emb, tgt_emb, k: int = BUCC_K, margin: str = "ratio") -> torch.Tensor:
+    """[len(src), len(tgt)] float64: every pair's margin score, dense (small inputs; mining
+    scores only the k-nn candidates, `mine_pairs`). Ratio margin:
+
+        score(x, y) = cos(x, y) / (sum of cos(x, z) over x's k nearest targets z / 2k
+                                   + sum of cos(y, w) over y's k nearest sources w / 2k)
+
+    with k capped at the other side's size. numpy arrays or tensors."""
+    src = torch.nn.functional.normalize(torch.as_tensor(src_emb).double(), dim=-1)
+    tgt = torch.nn.functional.normalize(torch.as_tensor(tgt_emb).double(), dim=-1)
+    cosine = src @ tgt.T
+    fwd_mean = cosine.topk(min(k, len(tgt)), dim=1).values.mean(1)
+    bwd_mean = cosine.topk(min(k, len(src)), dim=0).values.mean(0)
+    return _apply_margin(cosine, (fwd_mean[:, None] + bwd_mean[None, :]) / 2, margin)
+
+
+def mine_pairs(src_emb, tgt_emb, k: int = BUCC_K, margin: str = "ratio", retrieval: str = "max",
+               min_score: float | None = 0.0, chunk: int = 1024) -> list[tuple[int, int, float]]:
+    """(source index, target index, margin score) candidate pairs as XTREME's mine_bitext in its
+    default mode="mine", retrieval="max", margin="ratio", neighborhood=4, threshold=0:
+
+    the k nearest targets of each source (forward) and the k nearest sources of each target
+    (backward) are scored (`margin_scores`), each sentence keeps its best-scoring candidate
+    (the first on ties), and then by retrieval:
+      "max": forward and backward best pairs together, by decreasing score (forward first on
+        ties), each kept unless its source or its target is already in a kept pair (a 1-1
+        alignment); kept pairs scoring at most `min_score` are dropped (XTREME's threshold 0;
+        None keeps all). Returned best first.
+      "fwd" / "bwd": every source's (target's) best pair; "intersect": the forward best pairs
+        that are also their target's backward best. (No `min_score` filter, as in XTREME.)
+    """
+    if retrieval not in RETRIEVALS:
+        raise ValueError(f"retrieval {retrieval!r} is neither of {', '.join(RETRIEVALS)}")
+    src = torch.as_tensor(src_emb).float()
+    tgt = torch.as_tensor(tgt_emb).float()
+    if len(src) == 0 or len(tgt) == 0:
+        return []
+    fwd_sim, fwd_ind = knn(src, tgt, k, chunk)
+    bwd_sim, bwd_ind = knn(tgt, src, k, chunk)
+    fwd_sim, bwd_sim = fwd_sim.double(), bwd_sim.double()
+    fwd_mean, bwd_mean = fwd_sim.mean(1), bwd_sim.mean(1)
+    fwd_scores = _apply_margin(fwd_sim, (fwd_mean[:, None] + bwd_mean[fwd_ind]) / 2, margin)
+    bwd_scores = _apply_margin(bwd_sim, (bwd_mean[:, None] + fwd_mean[bwd_ind]) / 2, margin)
+    fwd_pos, bwd_pos = fwd_scores.argmax(1), bwd_scores.argmax(1)  # first maximum, as numpy's argmax
+    fwd_best = fwd_ind.gather(1, fwd_pos[:, None])[:, 0].tolist()
+    bwd_best = bwd_ind.gather(1, bwd_pos[:, None])[:, 0].tolist()
+    fwd_max = fwd_scores.gather(1, fwd_pos[:, None])[:, 0].tolist()
+    bwd_max = bwd_scores.gather(1, bwd_pos[:, None])[:, 0].tolist()
+    forward = [(i, j, value) for i, (j, value) in enumerate(zip(fwd_best, fwd_max))]
+    backward = [(i, j, value) for j, (i, value) in enumerate(zip(bwd_best, bwd_max))]
+    if retrieval == "fwd":
+        return forward
+    if retrieval == "bwd":
+        return backward
+    if retrieval == "intersect":
+        return [(i, j, value) for i, j, value in forward if bwd_best[j] == i]
+    pairs = sorted(forward + backward, key=lambda pair: -pair[2])  # stable: forward first on ties
+    mined, seen_src, seen_tgt = [], set(), set()
+    for i, j, value in pairs:
+        if i in seen_src or j in seen_tgt:
+            continue
+        seen_src.add(i)
+        seen_tgt.add(j)
+        if min_score is None or value > min_score:
+            mined.append((i, j, value))
+    return mined
+
+
+def _unique(ids, sentences) -> tuple[list[int], list[str | None]]:
+    """Rows of the first occurrence of each distinct (stripped) sentence, and for each the id it
+    maps back to: None for a sentence that occurs more than once (XTREME's text_load_unify and
+    read_sent2id: a repeated sentence has no id, so its candidates are dropped)."""
+    first: dict[str, int] = {}
+    rows, mapped = [], []
+    for row, (sid, sentence) in enumerate(zip(ids, sentences)):
+        key = sentence.strip()
+        if key in first:
+            mapped[first[key]] = None
+        else:
+            first[key] = len(rows)
+            rows.append(row)
+            mapped.append(sid)
+    return rows, mapped
+
+
+def bucc_candidates(corpus: RetrievalCorpus, source_embeddings: torch.Tensor, target_embeddings: torch.Tensor,
+                    *, k: int = BUCC_K, margin: str = "ratio", retrieval: str = "max",
+                    unify: bool = True) -> list[tuple[str, str, float]]:
+    """(source id, English id, score) of the mined pairs (`mine_pairs`), best first.
+
+    unify (XTREME): sentences are mined once per distinct text, and pairs whose source or English
+    sentence occurs more than once in its file are dropped (XTREME cannot map them to an id).
+    margin="absolute", retrieval="fwd", unify=False: each source's most cosine-similar English
+    sentence, this module's earlier plain-cosine protocol."""
+    source_rows, source_ids = (_unique(corpus.source_ids, corpus.source_sentences) if unify
+                               else (list(range(len(corpus.source_ids))), list(corpus.source_ids)))
+    target_rows, target_ids = (_unique(corpus.target_ids, corpus.target_sentences) if unify
+                               else (list(range(len(corpus.target_ids))), list(corpus.target_ids)))
+    if not source_rows:
+        return []
+    if not target_rows:
+        raise ValueError("no target (English) sentences to search")
+    mined = mine_pairs(source_embeddings[source_rows], target_embeddings[target_rows], k, margin, retrieval)
+    best: dict[tuple[str, str], float] = {}
+    for i, j, value in mined:
+        if source_ids[i] is not None and target_ids[j] is not None:
+            pair = (source_ids[i], target_ids[j])
+            best[pair] = max(value, best.get(pair, value))  # XTREME's read_candidate2score
+    return sorted(((s, t, value) for (s, t), value in best.items()), key=lambda c: -c[2])
+
+
+def best_threshold(candidates: list[tuple[str, str, float]], gold) -> tuple[float, float]:
+    """(threshold, F1 in percent): the score threshold (predict pairs scoring >= it) that
+    maximises F1 against `gold`, XTREME's bucc_optimize.
 
     Candidates are cut only between different scores (equal scores are kept or dropped
-    together); the threshold is the midpoint between the last kept and the first dropped score
-    (as XTREME's bucc_optimize), or the last kept score when nothing is dropped. Among equally
-    good cuts the highest threshold wins. When no candidate is a gold pair, the threshold is just
-    above the best score (nothing predicted); with no candidates it is +inf.
+    together; bucc_optimize may cut between equal scores, whose midpoint then keeps both); the
+    threshold is the midpoint between the last kept and the first dropped score (as
+    bucc_optimize), or the last kept score when nothing is dropped (bucc_optimize fails there).
+    Among equally good cuts the highest threshold wins (bucc_optimize's strict >). When no
+    candidate is a gold pair, the threshold is just above the best score (nothing predicted;
+    bucc_optimize returns 0) and F1 is 0; with no candidates it is +inf.
     """
     gold = {tuple(g) for g in gold}
     ranked = sorted(candidates, key=lambda c: -c[2])
     if not ranked:
-        return math.inf
+        return math.inf, 0.0
     best_f1, threshold = 0.0, math.nextafter(ranked[0][2], math.inf)
     extracted = correct = 0
     for k, (source, target, value) in enumerate(ranked):
@@ -194,17 +364,38 @@ def optimal_threshold(candidates: list[tuple[str, str, float]], gold) -> float:
             if f1 > best_f1:
                 best_f1 = f1
                 threshold = (value + ranked[k + 1][2]) / 2 if k + 1 < len(ranked) else value
-    return threshold
+    return threshold, 100.0 * best_f1
+
+
+def optimal_threshold(candidates: list[tuple[str, str, float]], gold) -> float:
+    """The F1-optimal threshold of `best_threshold`."""
+    return best_threshold(candidates, gold)[0]
 
 
 def bucc_scores(candidates: list[tuple[str, str, float]], gold, threshold: float | None = None) -> dict[str, float]:
-    """precision/recall/f1 (shared `bucc_prf`) of the candidates scoring >= `threshold`, and the
-    threshold itself; None: the F1-optimal threshold on these candidates (see the module doc)."""
+    """precision/recall/f1 (shared `bucc_prf`) of the candidates scoring >= `threshold`
+    (XTREME's bucc_extract), and the threshold itself; None: the F1-optimal threshold on these
+    candidates (see the module doc)."""
     gold = [tuple(g) for g in gold]
     if threshold is None:
         threshold = optimal_threshold(candidates, gold)
     predicted = [(s, t) for s, t, value in candidates if value >= threshold]
     return {**bucc_prf(predicted, gold), "threshold": threshold}
+
+
+def bucc_split_scores(corpus: RetrievalCorpus, source_embeddings: torch.Tensor, target_embeddings: torch.Tensor,
+                      *, threshold: float | None = None, dev=None, k: int = BUCC_K, margin: str = "ratio",
+                      retrieval: str = "max") -> dict[str, float]:
+    """BUCC scores of one corpus: its mined candidates cut at `threshold`; None: at the threshold
+    that maximises F1 on `dev`'s gold, `dev` = (dev corpus, its source embeddings, its English
+    embeddings), XTREME's test procedure; `dev` None too: at this corpus's own F1-optimal
+    threshold (XTREME's dev procedure)."""
+    options = {"k": k, "margin": margin, "retrieval": retrieval}
+    candidates = bucc_candidates(corpus, source_embeddings, target_embeddings, **options)
+    if threshold is None and dev is not None:
+        dev_corpus, dev_source, dev_target = dev
+        threshold, _ = best_threshold(bucc_candidates(dev_corpus, dev_source, dev_target, **options), dev_corpus.gold)
+    return bucc_scores(candidates, corpus.gold, threshold)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -299,10 +490,12 @@ def limit_corpus(corpus: RetrievalCorpus, max_examples: int | None) -> Retrieval
 
 def evaluate_corpus(task: TaskSpec, corpus: RetrievalCorpus, model, tokenizer, *, layer: int | None = None,
                     batch_size: int = 64, max_length: int | None = None, device: str | torch.device = "cpu",
-                    threshold: float | None = None) -> dict[str, float]:
+                    threshold: float | None = None,
+                    threshold_corpus: RetrievalCorpus | None = None) -> dict[str, float]:
     """The task's retrieval scores on one corpus: Tatoeba-style when `task.metric` is accuracy,
-    BUCC-style (with `threshold`, see `bucc_scores`) when it is f1, ranked (`map_scores`) when
-    it is map_at_20."""
+    BUCC-style when it is f1 (`bucc_split_scores`: cut at `threshold`, else at the F1-optimal
+    threshold on `threshold_corpus`'s gold, else on this corpus's own), ranked (`map_scores`)
+    when it is map_at_20."""
     if task.metric not in (TATOEBA_METRIC, BUCC_METRIC, MAP_METRIC):
         raise ValueError(f"retrieval task {task.name}: metric {task.metric!r} is neither {TATOEBA_METRIC!r} "
                          f"(Tatoeba-style search), {BUCC_METRIC!r} (BUCC-style mining) nor {MAP_METRIC!r} (ranking)")
@@ -313,17 +506,36 @@ def evaluate_corpus(task: TaskSpec, corpus: RetrievalCorpus, model, tokenizer, *
         return tatoeba_scores(corpus, source, target)
     if task.metric == MAP_METRIC:
         return map_scores(corpus, source, target)
-    return bucc_scores(bucc_candidates(corpus, source, target), corpus.gold, threshold)
+    dev = None
+    if threshold is None and threshold_corpus is not None:
+        dev = (threshold_corpus,
+               embed_sentences(model, tokenizer, threshold_corpus.source_sentences, layer, batch_size, max_length, device),
+               embed_sentences(model, tokenizer, threshold_corpus.target_sentences, layer, batch_size, max_length, device))
+    return bucc_split_scores(corpus, source, target, threshold=threshold, dev=dev)
+
+
+def _load_corpus(task: TaskSpec, split: str, language: str, options: DataOptions) -> RetrievalCorpus:
+    loaded = task.load(split, language, options)
+    if len(loaded) != 1 or not isinstance(loaded[0], RetrievalCorpus):
+        raise ValueError(f"retrieval task {task.name} ({split}, {language}): the loader must return one "
+                         f"RetrievalCorpus, got {len(loaded)} item(s)")
+    return limit_corpus(loaded[0], options.max_examples)
 
 
 def evaluate_retrieval(task: TaskSpec, model, tokenizer, options: DataOptions = DataOptions(), *,
                        split: str = "dev", languages: tuple[str, ...] | None = None, layer: int | None = None,
                        batch_size: int = 64, max_length: int | None = None,
-                       device: str | torch.device = "cpu") -> dict[str, dict[str, float]]:
+                       device: str | torch.device = "cpu",
+                       threshold: float | Mapping[str, float] | None = None) -> dict[str, dict[str, float]]:
     """{language: scores} over `languages`, each corpus loaded with `options` (its loader
     returns a one-element list holding the `RetrievalCorpus`) and cut to
-    `options.max_examples` queries (`limit_corpus`). BUCC thresholds are chosen per language on
-    the split itself (XTREME's dev procedure).
+    `options.max_examples` queries (`limit_corpus`).
+
+    BUCC thresholds, per language: `threshold` when given (one number for every language, or
+    {language: threshold}; a language missing from it is treated as below); else on the dev
+    split the F1-optimal threshold of dev itself (XTREME's dev procedure: an optimistic
+    estimate), on any other split the F1-optimal threshold of that language's dev split (its
+    gold), applied to the split (XTREME's test procedure; dev is loaded and capped alike).
 
     `languages` None: every language of the task that has data (`TaskSpec.has_data`), so a
     partial local copy (the shared samples hold BUCC zh only) scores what it has, as the
@@ -338,11 +550,12 @@ def evaluate_retrieval(task: TaskSpec, model, tokenizer, options: DataOptions = 
                                 "fix: point data_dir at the task's files (docs/tasks.md)")
     results = {}
     for language in languages:
-        loaded = task.load(split, language, options)
-        if len(loaded) != 1 or not isinstance(loaded[0], RetrievalCorpus):
-            raise ValueError(f"retrieval task {task.name} ({split}, {language}): the loader must return one "
-                             f"RetrievalCorpus, got {len(loaded)} item(s)")
-        corpus = limit_corpus(loaded[0], options.max_examples)
+        corpus = _load_corpus(task, split, language, options)
+        fixed = threshold.get(language) if isinstance(threshold, Mapping) else threshold
+        threshold_corpus = None
+        if task.metric == BUCC_METRIC and fixed is None and split != "dev":
+            threshold_corpus = _load_corpus(task, "dev", language, options)
         results[language] = evaluate_corpus(task, corpus, model, tokenizer, layer=layer, batch_size=batch_size,
-                                            max_length=max_length, device=device)
+                                            max_length=max_length, device=device, threshold=fixed,
+                                            threshold_corpus=threshold_corpus)
     return results

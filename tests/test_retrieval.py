@@ -133,8 +133,11 @@ def test_bucc_mining_with_embeddings(encoder, tokenizer):
     assert (scores["f1"], scores["precision"], scores["recall"]) == (100.0, 100.0, 100.0)
     candidates = bucc_candidates(corpus, embed_sentences(encoder, tokenizer, source), embed_sentences(encoder, tokenizer, english))
     distractor = next(c for c in candidates if c[0] == "s2")
-    assert distractor[2] < scores["threshold"] < 1.0 + 1e-6
-    assert all(c[2] == pytest.approx(1.0, abs=1e-5) for c in candidates if c[0] != "s2")
+    # XTREME's ratio margin (tasks/retrieval.py): an identical pair has cosine 1, so its score is
+    # 1 / (mean of its neighbourhoods' cosines), above 1 (was: plain cosine 1.0).
+    found = [c for c in candidates if c[0] != "s2"]
+    assert distractor[2] < scores["threshold"] < min(c[2] for c in found)
+    assert all(c[2] > 1.0 for c in found) and len(found) == 3
 
 
 def test_evaluate_retrieval_over_languages(encoder, tokenizer):

@@ -1,6 +1,7 @@
 """tagging: one sequence, a label id per sub-token; only one sub-token per word is scored (its
 first, or the next one when the first is a bare "▁": `word_label_positions`). Predictions: one
-tag list per example. Metric: seqeval precision/recall/F1."""
+tag list per example. Metric: `TaskSpec.tag_metric`: "seqeval" (chunk precision/recall/F1, as
+XTREME scores UD-POS and PAN-X) or "accuracy" (token accuracy, as jiant scores CCG)."""
 from __future__ import annotations
 
 from collections import Counter
@@ -10,7 +11,7 @@ from transformers import AutoModelForTokenClassification
 from xstilts.tasks.kinds import TaskKind, register
 from xstilts.tasks.kinds.common import (IGNORE_INDEX, Features, argmax_predictions, bare_word_start_id,
                                         word_label_positions)
-from xstilts.tasks.metrics import tagging_prf
+from xstilts.tasks.metrics import tagging_prf, token_accuracy
 
 
 class Tagging(TaskKind):
@@ -42,7 +43,11 @@ class Tagging(TaskKind):
         # "O"-like misses by padding with the first label, so truncation can only lower the score.
         gold = [list(e.tags) for e in examples]
         padded = [p + [task.labels[0]] * (len(g) - len(p)) for p, g in zip(predictions, gold)]
-        return tagging_prf(padded, gold)
+        if task.tag_metric == "accuracy":
+            return token_accuracy(padded, gold)
+        if task.tag_metric == "seqeval":
+            return tagging_prf(padded, gold)
+        raise ValueError(f"task {task.name}: tag_metric {task.tag_metric!r} is neither 'seqeval' nor 'accuracy'")
 
     def majority_baseline(self, task, train_examples, examples, language):
         top = Counter(t for e in train_examples for t in e.tags).most_common(1)[0][0]
