@@ -221,6 +221,15 @@ def _delta(value: float | None, baseline: float | None) -> float | None:
 # Numbers (JSON-able), used by the tables, the plots and `xstilts analyze --table --json`
 # ------------------------------------------------------------------------------------------------
 
+def _xtreme_delta(scores: dict, baseline: dict) -> tuple[list[str], float | None]:
+    """(the targets both have, the XTREME-style score over them minus the baseline's; None without any)."""
+    common = [t for t in scores if t in baseline]
+    if not common:
+        return common, None
+    return common, (xtreme_aggregate({t: scores[t] for t in common})["mean_over_tasks"]
+                    - xtreme_aggregate({t: baseline[t] for t in common})["mean_over_tasks"])
+
+
 def xtreme_style_scores(summary: StudySummary) -> dict[str, dict[str, Any]]:
     """Per intermediate task: the XTREME-style score over the targets it has a selected trial for,
     and its delta to `none` computed over the targets both have."""
@@ -233,11 +242,7 @@ def xtreme_style_scores(summary: StudySummary) -> dict[str, dict[str, Any]]:
     result = {}
     for intermediate, scores in per_language.items():
         aggregate = xtreme_aggregate(scores)
-        common = [t for t in scores if t in baseline]
-        delta = None
-        if intermediate != NONE and common:
-            delta = (xtreme_aggregate({t: scores[t] for t in common})["mean_over_tasks"]
-                     - xtreme_aggregate({t: baseline[t] for t in common})["mean_over_tasks"])
+        common, delta = _xtreme_delta(scores, baseline) if intermediate != NONE else ([t for t in scores if t in baseline], None)
         result[intermediate] = {
             "score": aggregate["mean_over_tasks"], "targets": sorted(scores), "of_targets": len(summary.targets),
             "per_target": aggregate["tasks"], "delta_vs_none": delta, "delta_over_targets": common,
@@ -258,11 +263,7 @@ def best_per_target_scores(summary: StudySummary) -> dict[str, dict[str, Any]]:
         scores = {t: s.best.language_scores() for t, s in chosen.items() if s.best.language_scores()}
         if not scores:
             continue
-        common = [t for t in scores if t in baseline]
-        delta = None
-        if common:
-            delta = (xtreme_aggregate({t: scores[t] for t in common})["mean_over_tasks"]
-                     - xtreme_aggregate({t: baseline[t] for t in common})["mean_over_tasks"])
+        common, delta = _xtreme_delta(scores, baseline)
         result[rule] = {"score": xtreme_aggregate(scores)["mean_over_tasks"], "delta_vs_none": delta,
                         "delta_over_targets": common, "arms": {t: arm_label(chosen[t].best) for t in scores}}
     return result

@@ -411,13 +411,25 @@ def run_phase(cfg: PhaseConfig, runtime: PhaseRuntime) -> None:
         _progress("start", phase=cfg.phase, start_epoch=state.start_epoch, setup_seconds=setup_seconds,
                   feature_cache_hit=data.sources[0].cache_hit, threads=torch.get_num_threads(),
                   sources=[s.name for s in data.sources], frozen_parameters=frozen)
+    drawn_with = _source_probabilities(cfg, data, runtime)  # the same every epoch: computed once
     for epoch in range(state.start_epoch, cfg.epochs):
         measured = train_epoch(model, state, data, cfg, runtime, tokenizer, epoch, mlm_generator)
-        stop = _end_epoch(bare_model, state, data, cfg, runtime, tokenizer, epoch, {**measured, "setup_seconds": setup_seconds})
+        stop = _end_epoch(bare_model, state, data, cfg, runtime, tokenizer, epoch,
+                          {**measured, "setup_seconds": setup_seconds, **drawn_with})
         if runtime.rank == 0:
             _progress("epoch", phase=cfg.phase, epoch=epoch + 1)
         if stop:
             break
+
+
+def _source_probabilities(cfg: PhaseConfig, data: PhaseData, runtime: PhaseRuntime) -> dict:
+    """{"p/<task>/<lang>": probability} each source is drawn with, logged with every epoch ({} for one source)."""
+    if len(data.sources) < 2:
+        return {}
+    probabilities = source_probabilities(
+        {s.name: len(_epoch_batches(s.features, cfg.training.batch_size, cfg.seed + i, 0, runtime.rank, runtime.world))
+         for i, s in enumerate(data.sources)}, *_sampling(cfg, data.sources))
+    return {f"p/{name.replace('@', '/')}": p for name, p in probabilities.items()}  # MLflow keys allow no '@'
 
 
 def _end_epoch(model, state: TrainState, data: PhaseData, cfg: PhaseConfig, runtime: PhaseRuntime, tokenizer,
@@ -426,11 +438,6 @@ def _end_epoch(model, state: TrainState, data: PhaseData, cfg: PhaseConfig, runt
     rank reports. Returns whether the phase stops after this epoch."""
     prefix = INTERMEDIATE_PREFIX if cfg.phase == "intermediate" else ""
     metrics = {f"{prefix}{k}": v for k, v in measured.items()}
-    if len(data.sources) > 1:  # what each source is drawn with, logged with every epoch
-        probabilities = source_probabilities(
-            {s.name: len(_epoch_batches(s.features, cfg.training.batch_size, cfg.seed + i, 0, runtime.rank, runtime.world))
-             for i, s in enumerate(data.sources)}, *_sampling(cfg, data.sources))
-        metrics.update({f"{prefix}p/{name.replace('@', '/')}": p for name, p in probabilities.items()})
     if data.sources[0].cache_hit is not None:
         metrics[f"{prefix}feature_cache_hit"] = float(all(s.cache_hit for s in data.sources))
     if cfg.phase == "target":
