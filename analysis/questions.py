@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -33,6 +33,7 @@ import numpy as np
 from xstilts.analysis.records import TrialRecord
 from xstilts.analysis.tables import (ENGLISH, TRANSLATE_TRAIN, Cell, StudySummary, Table, _num, _signed,
                              xtreme_style_scores)
+from xstilts.analysis.uncertainty import NOT_RESOLVED, ONE_SEED, Interval, SeedScores, best_configuration, seed_interval
 from xstilts.tasks import NONE, UnknownTaskError, get_task
 from xstilts.tasks.languages import distance_rank, language_info
 # MLflow params of a trial that say what it trained on (written by the trainables; named once,
@@ -151,6 +152,24 @@ def _mean(values: list[float]) -> float | None:
     return statistics.fmean(values) if values else None
 
 
+def arm_seeds(summary: StudySummary, target: str, label: str) -> SeedScores | None:
+    """The completed seeds of the arm's configuration with the best seed-mean English dev score
+    (the `seeds` option); what every interval of the research questions resamples."""
+    return best_configuration(summary.seed_scores.get((target, label), {}))
+
+
+def _seed_means(seeds: SeedScores | None, languages: list[str]) -> list[float]:
+    """Per seed, the mean score over `languages` (seeds missing one of them left out)."""
+    if seeds is None or not languages:
+        return []
+    return [statistics.fmean(scores[lang] for lang in languages) for scores in seeds.languages
+            if all(lang in scores for lang in languages)]
+
+
+def _interval_cell(interval: Interval) -> str:
+    return interval.text() + (" *" if interval.resolved else "")
+
+
 # ------------------------------------------------------------------------------------------------
 # (i) Gains per language family and distance from English
 # ------------------------------------------------------------------------------------------------
@@ -163,6 +182,8 @@ class GroupGains:
     baseline: float | None  # mean score of the baseline over those languages
     gains: dict[str, float | None]  # arm label -> mean gain over the baseline over those languages
     covered: dict[str, list[str]]  # arm label -> the languages the mean is over (both have a score)
+    # arm label -> the seed-mean gain over those languages and its interval (None: fewer than 2 seeds)
+    intervals: dict[str, Interval | None] = field(default_factory=dict)
 
 
 @dataclass
@@ -185,6 +206,8 @@ def family_gains(summary: StudySummary, target: str) -> FamilyGains | None:
     base_scores = base.language_scores()
     per_language = {r.arm.label: {lang: score - base_scores[lang] for lang, score in r.language_scores().items()
                                   if lang in base_scores} for r in others}
+    base_seeds = arm_seeds(summary, target, base.arm.label)
+    seeds = {r.arm.label: arm_seeds(summary, target, r.arm.label) for r in others}
     order = [lang for lang in summary.languages.get(target, []) if lang in base_scores]
     order += sorted(set(base_scores) - set(order))
     rows = []
@@ -196,11 +219,14 @@ def family_gains(summary: StudySummary, target: str) -> FamilyGains | None:
         names = sorted(groups, key=rank) if rank else sorted(groups, key=lambda g: (g != language_info("en").family, g))
         for group in names:
             languages = groups[group]
-            gains, covered = {}, {}
+            gains, covered, intervals = {}, {}, {}
             for label, found in per_language.items():
                 covered[label] = [lang for lang in languages if lang in found]
                 gains[label] = _mean([found[lang] for lang in covered[label]])
-            rows.append(GroupGains(grouping, group, languages, _mean([base_scores[l] for l in languages]), gains, covered))
+                intervals[label] = seed_interval(_seed_means(seeds[label], covered[label]),
+                                                 _seed_means(base_seeds, covered[label]))
+            rows.append(GroupGains(grouping, group, languages, _mean([base_scores[l] for l in languages]), gains, covered,
+                                   intervals))
     return FamilyGains(target, summary.metrics.get(target, "?"), [r.arm.label for r in others], per_language, rows)
 
 
@@ -224,11 +250,24 @@ def _coverage(row: GroupGains, label: str) -> str:
     return "" if covered in (0, len(row.languages)) else f" ({covered}/{len(row.languages)})"
 
 
+def family_findings(result: FamilyGains, grouping: str) -> str:
+    """The section's conclusion: only the group gains whose seed interval excludes 0."""
+    rows = [r for r in result.rows if r.grouping == grouping]
+    found = [(row.group, label, i) for row in rows for label in result.arms if (i := row.intervals.get(label)) is not None]
+    if not found:
+        return f"Conclusion: {ONE_SEED}."
+    resolved = [f"{label} on {group}: {'gain' if i.delta > 0 else 'loss'} {i.text()}" for group, label, i in found
+                if i.resolved]
+    return ("Conclusion (95 % intervals over seeds): " + ("; ".join(resolved) if resolved else "none")
+            + (f"; every other group: {NOT_RESOLVED}." if len(resolved) < len(found) else "."))
+
+
 def family_table(result: FamilyGains, grouping: str) -> Table:
     rows = []
     for row in (r for r in result.rows if r.grouping == grouping):
         rows.append([row.group, " ".join(row.languages), _num(row.baseline)]
-                    + [_signed(row.gains[label]) + _coverage(row, label) for label in result.arms])
+                    + [(_interval_cell(i) if (i := row.intervals.get(label)) is not None else _signed(row.gains[label]))
+                       + _coverage(row, label) for label in result.arms])
     what = "distance from English" if grouping == "distance" else "language family"
     return Table(
         f"{grouping}_gains_{result.target}", f"{result.target}: gain over the zero-shot baseline by {what}",
@@ -240,7 +279,10 @@ def family_table(result: FamilyGains, grouping: str) -> Table:
                "that have one (not zero-shot).",
                "Groups: tasks/languages.py (families as in Glottolog/WALS; distance: source = English, close = "
                "Germanic and Romance, medium = other Indo-European, distant = other families; synthetic languages "
-               "by their shared vocabulary with English)."],
+               "by their shared vocabulary with English).",
+               "With seeds (`seeds: N`), a cell is the seed-mean gain of the arm's best seed-mean configuration over "
+               "the baseline's, with its 95 % bootstrap interval over seeds; * = the interval excludes 0.",
+               family_findings(result, grouping)],
     )
 
 
@@ -303,6 +345,8 @@ class ReturnsPoint:
     gain: float | None  # score - the baseline's (0 languages)
     observed_marginal: float | None = None  # (score at the next n - score) / (next n - n)
     fitted_marginal: float | None = None  # f(n + 1) - f(n)
+    # the observed marginal over seeds (the seeds of every arm with n, and with the next n, pooled)
+    marginal_interval: Interval | None = None
 
 
 @dataclass
@@ -317,12 +361,33 @@ class ReturnsCurve:
     fitted_point: int | None  # first n >= 1 whose fitted gain for one more language < threshold
     skipped: list[str] = field(default_factory=list)  # arms left out (translate_train, unknown languages)
 
+    @property
+    def observed_resolved(self) -> bool:
+        """The observed threshold point is a finding: its gain per language is below the
+        threshold with 95 % confidence (the interval's upper end, per language, is below it)."""
+        point = next((p for p in self.points if p.n == self.observed_point), None)
+        return point is not None and point.marginal_interval is not None and point.marginal_interval.high < self.threshold
+
+    def conclusion(self) -> str:
+        if self.observed_point is None:
+            return "observed: never below the threshold between the measured counts"
+        if self.observed_resolved:
+            point = next(p for p in self.points if p.n == self.observed_point)
+            return (f"observed: below the threshold from n = {self.observed_point} on (gain per language "
+                    f"{point.marginal_interval.text()}, 95 % interval over seeds)")
+        if next(p for p in self.points if p.n == self.observed_point).marginal_interval is None:
+            return f"observed: from n = {self.observed_point} on as measured, {ONE_SEED}"
+        return f"observed: from n = {self.observed_point} on as measured, {NOT_RESOLVED} (its interval reaches the threshold)"
+
 
 def _curve(target: str, metric: str, scored: list[tuple[Arm, float]], baseline: float | None,
-           threshold: float, skipped: list[str]) -> ReturnsCurve | None:
+           threshold: float, skipped: list[str], seeds: dict[str, list[float]] | None = None) -> ReturnsCurve | None:
+    """`seeds`: arm label -> its seeds' scores (for the marginals' intervals; none over all targets)."""
     by_n: dict[int, list[tuple[str, float]]] = {}
+    pooled: dict[int, list[float]] = {}
     for arm, score in scored:
         by_n.setdefault(arm.num_languages, []).append((arm.label, score))
+        pooled.setdefault(arm.num_languages, []).extend((seeds or {}).get(arm.label, []))
     if len(by_n) < 2:
         return None
     points = [ReturnsPoint(n, statistics.fmean(s for _, s in entries), [label for label, _ in entries], None)
@@ -331,6 +396,10 @@ def _curve(target: str, metric: str, scored: list[tuple[Arm, float]], baseline: 
     observed_point = None
     for point, following in zip(points, points[1:]):
         point.observed_marginal = (following.score - point.score) / (following.n - point.n)
+        between = seed_interval(pooled[following.n], pooled[point.n])
+        if between is not None:
+            steps = following.n - point.n
+            point.marginal_interval = Interval(between.delta / steps, between.low / steps, between.high / steps)
         if observed_point is None and point.observed_marginal < threshold:
             observed_point = point.n
     for point in points:
@@ -350,7 +419,7 @@ def returns_curves(summary: StudySummary, threshold: float = DEFAULT_RETURNS_THR
     for target in summary.targets:
         results = arm_results(summary, target)
         base = _baseline(results)
-        scored, skipped = [], []
+        scored, skipped, seeds = [], [], {}
         for r in results:
             if r.arm.is_baseline:
                 continue
@@ -358,8 +427,10 @@ def returns_curves(summary: StudySummary, threshold: float = DEFAULT_RETURNS_THR
                 skipped.append(r.arm.label)
                 continue
             scored.append((r.arm, r.all_languages))
+            found = arm_seeds(summary, target, r.arm.label)
+            seeds[r.arm.label] = found.all_languages if found else []
         curve = _curve(target, summary.metrics.get(target, "?"), scored, base.all_languages if base else None,
-                       threshold, skipped)
+                       threshold, skipped, seeds)
         if curve is not None:
             curves.append(curve)
     if len(curves) >= 2:
@@ -391,8 +462,9 @@ def returns_table(curve: ReturnsCurve) -> Table:
     if curve.baseline is not None:
         rows.append(["0", f"{NONE} (baseline)", _num(curve.baseline), "–", "–", "–"])
     for p in curve.points:
-        rows.append([str(p.n), ", ".join(p.arms), _num(p.score), _signed(p.gain),
-                     _signed(p.observed_marginal), _signed(p.fitted_marginal)])
+        observed = _signed(p.observed_marginal) if p.marginal_interval is None else \
+            f"{_signed(p.observed_marginal)} (seeds: {p.marginal_interval.text()})"
+        rows.append([str(p.n), ", ".join(p.arms), _num(p.score), _signed(p.gain), observed, _signed(p.fitted_marginal)])
     fit = curve.fit
     notes = [
         f"Score: the all-language dev mean ({curve.metric}) of each arm's English-dev-selected trial"
@@ -404,9 +476,11 @@ def returns_table(curve: ReturnsCurve) -> Table:
         + (" (two counts: the fit passes through both)" if len(curve.points) == 2 else "")
         + "; fitted gain per added language = b ln(1 + 1/n).",
         f"Threshold {curve.threshold:g} points per added language: fitted gain below it from n = {curve.fitted_point} "
-        "on; observed " + (f"from n = {curve.observed_point} on." if curve.observed_point is not None
-                           else "never below it between the measured counts."),
+        f"on (the fit has no interval); {curve.conclusion()}.",
     ]
+    if any(p.marginal_interval for p in curve.points):
+        notes.append("Intervals of the observed gain per language: 95 % bootstrap over the seeds of the arms at n and "
+                     "at the next n (each arm at its best seed-mean configuration; arms with the same n pooled).")
     if curve.skipped:
         notes.append(f"Not on the curve (translate_train, languages not logged, or not every target): "
                      f"{', '.join(curve.skipped)}.")
@@ -586,7 +660,24 @@ def best_type(result: TypeGains, target: str) -> str:
     return leaders[0] if len(leaders) == 1 else "tie (" + ", ".join(leaders) + ")"
 
 
-def types_table(result: TypeGains) -> Table:
+def type_conclusion(summary: StudySummary, result: TypeGains, target: str) -> str:
+    """The NLI-vs-QA answer for `target`: the leading type only where the seed interval of its best
+    arm against the runner-up type's best arm excludes 0."""
+    ranked = sorted(((g, k) for k in result.types if (g := result.gains[k][target]) is not None), reverse=True)
+    if len(ranked) < 2:
+        return best_type(result, target)
+    first, second = ranked[0][1], ranked[1][1]
+    seeds = [arm_seeds(summary, target, result.best[k][target]) for k in (first, second)]
+    interval = seed_interval(*[found.all_languages if found else [] for found in seeds])
+    if interval is None:
+        return f"{first} ahead of {second} as measured; {ONE_SEED}"
+    comparison = f"{first}'s best arm vs {second}'s: {interval.text()}"
+    if not interval.resolved:
+        return f"{NOT_RESOLVED} ({comparison})"
+    return f"{first if interval.delta > 0 else second} ({comparison})"
+
+
+def types_table(result: TypeGains, summary: StudySummary | None = None) -> Table:
     rows = []
     for kind in result.types:
         row = [kind]
@@ -594,8 +685,8 @@ def types_table(result: TypeGains) -> Table:
             row += [_signed(result.gains[kind][target]), str(len(result.arms[kind][target])),
                     result.best[kind][target] or "–"]
         rows.append(row)
-    winners = [f"{target}: {best_type(result, target)}" for target in result.targets
-               if any(result.gains[k][target] is not None for k in result.types)]
+    winners = [f"{target}: {type_conclusion(summary, result, target) if summary else best_type(result, target)}"
+               for target in result.targets if any(result.gains[k][target] is not None for k in result.types)]
     return Table(
         "intermediate_types", "Intermediate tasks by type: mean gain over the baseline",
         ["type"] + ["Δ mean", "arms", "best"] * len(result.targets), rows,
@@ -604,7 +695,8 @@ def types_table(result: TypeGains) -> Table:
                "over the intermediates of the type (zero-shot arms only); best: the type's intermediate with the "
                "largest Δ. Types from tasks/: NLI = 3-way entailment classification; extractive QA = span QA; "
                "multiple-choice QA = choice scoring.",
-               "Best type per target: " + ("; ".join(winners) if winners else "–") + "."],
+               "Best type per target (a type is named only where the 95 % interval over seeds of its best arm "
+               "against the next type's best arm excludes 0): " + ("; ".join(winners) if winners else "–") + "."],
     )
 
 
@@ -619,11 +711,14 @@ def questions_json(summary: StudySummary, threshold: float = DEFAULT_RETURNS_THR
     types = intermediate_types(summary)
     return {
         "family_gains": {t: {"arms": f.arms, "per_language": f.per_language,
-                             "groups": [vars(row) for row in f.rows]} for t, f in families.items()},
+                             "groups": [asdict(row) for row in f.rows],
+                             "conclusion": {g: family_findings(f, g) for g in ("distance", "family")}}
+                         for t, f in families.items()},
         "returns": [{"target": c.target, "metric": c.metric, "baseline": c.baseline, "threshold": c.threshold,
                      "fit": {"a": c.fit.a, "b": c.fit.b, "r2": c.fit.r2},
-                     "points": [vars(p) for p in c.points], "observed_point": c.observed_point,
-                     "fitted_point": c.fitted_point, "skipped": c.skipped}
+                     "points": [asdict(p) for p in c.points], "observed_point": c.observed_point,
+                     "fitted_point": c.fitted_point, "observed_resolved": c.observed_resolved,
+                     "conclusion": c.conclusion(), "skipped": c.skipped}
                     for c in returns_curves(summary, threshold)],
         "mixtures": {t: {"rows": [{"arm": r.arm.label, "kind": r.kind, "sources": list(r.arm.sources or ()),
                                    "sampling": r.arm.sampling, "temperature": r.arm.temperature,
@@ -632,5 +727,7 @@ def questions_json(summary: StudySummary, threshold: float = DEFAULT_RETURNS_THR
                                    "delta_reference": r.delta_reference} for r in m.rows],
                          "kind_means": m.kind_means} for t, m in mixtures.items()},
         "intermediate_types": None if types is None else {"gains": types.gains, "arms": types.arms, "best": types.best,
-                                                     "best_type": {t: best_type(types, t) for t in types.targets}},
+                                                     "best_type": {t: best_type(types, t) for t in types.targets},
+                                                     "conclusion": {t: type_conclusion(summary, types, t)
+                                                                    for t in types.targets}},
     }

@@ -115,7 +115,7 @@ def question_sections(summary: StudySummary, returns_threshold: float = question
         sections.append(Section("English plus non-English intermediate data", [questions.mixture_table(m) for m in mixtures]))
     types = questions.intermediate_types(summary)
     if types is not None:
-        sections.append(Section("Intermediate tasks by type", [questions.types_table(types)]))
+        sections.append(Section("Intermediate tasks by type", [questions.types_table(types, summary)]))
     return sections
 
 

@@ -174,6 +174,7 @@ def summarize(trials: Iterable[TrialRecord], name: str = "") -> StudySummary:
             seeds = seed_scores.setdefault((target, intermediate), {}).setdefault(configuration, SeedScores())
             seeds.en_dev.append(trial.en_dev_score)
             seeds.all_languages.append(trial.metrics[FINAL_ALL_LANGUAGES])
+            seeds.languages.append(trial.language_scores())
         if FINAL_ALL_LANGUAGES in trial.metrics:
             cell.all_languages.append(trial.metrics[FINAL_ALL_LANGUAGES])
         scores = trial.language_scores()

@@ -51,6 +51,7 @@ class SeedScores:
 
     en_dev: list[float] = field(default_factory=list)
     all_languages: list[float] = field(default_factory=list)
+    languages: list[dict[str, float]] = field(default_factory=list)  # per seed: language -> dev score
 
     @property
     def en_dev_mean(self) -> float:
@@ -70,6 +71,34 @@ class DeltaRow:
     @property
     def resolved(self) -> bool:
         return self.low is not None and (self.low > 0 or self.high < 0)
+
+
+NOT_RESOLVED = "not resolved at this budget"
+ONE_SEED = f"{NOT_RESOLVED} (one seed per configuration: no interval; `seeds: 3` gives one)"
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A difference of seed means and its 95 % percentile-bootstrap interval."""
+
+    delta: float
+    low: float
+    high: float
+
+    @property
+    def resolved(self) -> bool:
+        return self.low > 0 or self.high < 0
+
+    def text(self) -> str:
+        return f"{self.delta:+.2f} [{self.low:+.2f}, {self.high:+.2f}]"
+
+
+def seed_interval(treated: list[float], baseline: list[float], draws: int = DRAWS) -> Interval | None:
+    """The interval of mean(treated) - mean(baseline) over seeds; None unless both sides have two
+    or more seeds (one seed has no spread to resample: no evidence either way)."""
+    if len(treated) < 2 or len(baseline) < 2:
+        return None
+    return Interval(*bootstrap_delta(treated, baseline, draws))
 
 
 def best_configuration(configurations: dict[tuple, SeedScores]) -> SeedScores | None:
@@ -114,7 +143,7 @@ def seed_table(summary):
             body.append([row.arm, row.target, str(row.seeds), f"{row.mean:.2f}", "(baseline)" if row.arm == NONE else "–",
                          "–", "–"])
             continue
-        verdict = ("gain" if row.delta > 0 else "loss") if row.resolved else "not resolved at this budget"
+        verdict = ("gain" if row.delta > 0 else "loss") if row.resolved else NOT_RESOLVED
         body.append([row.arm, row.target, str(row.seeds), f"{row.mean:.2f}", f"{row.delta:+.2f}",
                      f"[{row.low:+.2f}, {row.high:+.2f}]", verdict])
     return Table("seed_deltas", "All-language score over seeds, and its difference to the baseline",

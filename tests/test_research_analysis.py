@@ -347,3 +347,92 @@ def test_bad_returns_threshold_is_bad_input(store):
     code, _, stderr = cli("report", "--study", "returns", "--out", str(root / "x"), "--tracking-uri", uri,
                           "--returns-threshold", "0")
     assert code == 2 and "--returns-threshold" in stderr and not (root / "x").exists()
+
+
+# ------------------------------------------------------------------------------------------------
+# Conclusions only where the seed intervals support them (`seeds: N`)
+# ------------------------------------------------------------------------------------------------
+
+_STORE_URI: list[str] = []
+
+
+def summary_of_store_returns():
+    return summary_of(_STORE_URI[0], "returns")
+
+
+@pytest.fixture(scope="module")
+def seeded(store):
+    """Three seeds per arm (one configuration each): NLI clearly ahead of QA; QA's gain on the far
+    language is inside its noise; 1 -> 2 intermediate languages adds little."""
+    root, uri = store
+    _STORE_URI[:] = [uri]
+    client = MlflowClient(uri)
+    s = StudyWriter(client, client.get_experiment_by_name("xstilts").experiment_id, "seeded")
+    for scores in (syn(80, 60, 50, 40), syn(81, 61, 50, 40), syn(79, 59, 50, 40)):  # 57.5, 58.0, 57.0
+        s.trial(XNLI, "none", scores)
+    for scores in (syn(84, 68, 58, 50), syn(85, 69, 58, 52), syn(83, 67, 57, 49)):  # 65, 66, 64
+        s.trial(XNLI, "synthetic_mnli", scores)
+    for scores in (syn(82, 62, 52, 44), syn(81, 61, 51, 36), syn(83, 63, 53, 40)):  # far: 44, 36, 40
+        s.trial(XNLI, "synthetic_squad", scores)
+    # PAN-X: one intermediate language (seeds 65, 66, 64) vs two (65.2, 65.0, 65.4); no QA arm
+    for scores in (syn(80, 60, 50, 40), syn(81, 61, 50, 40), syn(79, 59, 50, 40)):
+        s.trial(PANX, "none", scores)
+    for scores in (syn(84, 68, 58, 50), syn(85, 69, 58, 52), syn(83, 67, 57, 49)):
+        s.trial(PANX, "synthetic_mnli", scores)
+    two = "synthetic_mnli@en,synthetic_mnli@near"
+    for scores in (syn(84.2, 68, 58, 50.6), syn(84, 68, 58, 50), syn(83.8, 68, 58, 51.8)):
+        s.trial(PANX, "nli_2", scores, sources=two)
+    s.done()
+    return summary_of(uri, "seeded")
+
+
+def test_nli_vs_qa_is_named_only_with_an_interval_that_excludes_zero(seeded, store):
+    types = intermediate_types(seeded)
+    conclusion = questions.type_conclusion(seeded, types, XNLI)
+    # NLI's best arm (synthetic_mnli, +7.5 over none) vs QA's (synthetic_squad): 65 - 59 = +6.0; every
+    # resample of 3 seeds a side lies in [64 - 60, 66 - 57.25]: the interval excludes 0.
+    assert conclusion.startswith("NLI (NLI's best arm vs extractive QA's: +6.00 [")
+    low, high = map(float, re.search(r"\[([+\-\d.]+), ([+\-\d.]+)\]", conclusion).groups())
+    assert 64 - 60 <= low < 6.0 < high <= 66 - 57.25
+    # one seed per arm: the measured order is stated, the conclusion is not
+    single = questions.type_conclusion(summary_of(store[1], "mixtures"), intermediate_types(summary_of(store[1], "mixtures")), XNLI)
+    assert single.startswith("NLI ahead of extractive QA as measured; not resolved at this budget (one seed")
+    table = questions.types_table(types, seeded)
+    assert any("excludes 0" in note and "XNLI" not in note and "NLI (NLI's best arm" in note for note in table.notes)
+
+
+def test_family_gains_carry_seed_intervals_and_only_resolved_ones_are_findings(seeded):
+    result = family_gains(seeded, XNLI)
+    far = next(r for r in result.rows if r.grouping == "distance" and r.languages == ["far"])
+    # synthetic_mnli on far: seeds 50, 52, 49 vs none's 40, 40, 40: +10.33, interval within [+9, +12]
+    mnli = far.intervals["synthetic_mnli"]
+    assert mnli.delta == approx(10 + 1 / 3) and 9 <= mnli.low and mnli.high <= 12 and mnli.resolved
+    # synthetic_squad on far: 44, 36, 40 vs 40, 40, 40: 0 on average, the interval straddles it
+    squad = far.intervals["synthetic_squad"]
+    assert squad.delta == approx(0) and squad.low < 0 < squad.high and not squad.resolved
+    findings = questions.family_findings(result, "distance")
+    assert f"synthetic_mnli on {far.group}: gain +10.33" in findings and f"synthetic_squad on {far.group}" not in findings
+    assert findings.endswith("every other group: not resolved at this budget.")
+    table = questions.family_table(result, "distance")
+    row = next(r for r in table.rows if r[0] == far.group)
+    assert row[3 + result.arms.index("synthetic_mnli")].endswith(" *")  # resolved: marked
+    assert not row[3 + result.arms.index("synthetic_squad")].endswith(" *")
+
+
+def test_returns_threshold_is_a_finding_only_when_its_interval_is_below_it(seeded):
+    # PAN-X, n=1 (synthetic_mnli, seeds 65, 66, 64; selected: English dev 85 -> 66) -> n=2 (nli_2: 65.2,
+    # 65.0, 65.4; selected: 84.2 -> 65.2): -0.8 per language between the selected trials, +0.2 between
+    # the seed means, and every resample of the seed means lies in [65.0 - 66, 65.4 - 64] = [-1.0, +1.4]
+    resolved = next(c for c in returns_curves(seeded, threshold=3.0) if c.target == PANX)
+    point = resolved.points[0]
+    assert point.observed_marginal == approx(-0.8) and point.marginal_interval.delta == approx(0.2)
+    assert -1.0 <= point.marginal_interval.low < 0.2 < point.marginal_interval.high <= 1.4
+    assert resolved.observed_resolved
+    assert resolved.conclusion().startswith("observed: below the threshold from n = 1 on (gain per language +0.20 [")
+    # at 0.5 the measured -0.8 is below the threshold but the interval's upper end is not
+    unresolved = next(c for c in returns_curves(seeded, threshold=0.5) if c.target == PANX)
+    assert unresolved.observed_point == 1 and not unresolved.observed_resolved
+    assert "not resolved at this budget" in unresolved.conclusion()
+    # one seed per arm: the observed point is stated as measured, never as a finding
+    single = next(c for c in returns_curves(summary_of_store_returns(), threshold=1.6) if c.target == XNLI)
+    assert single.observed_point == 1 and "one seed per configuration" in single.conclusion()
