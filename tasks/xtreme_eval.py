@@ -58,6 +58,24 @@ TASK_GROUPS: dict[str, tuple[str, ...]] = {
 }
 
 _QA_TASKS = frozenset(TASK_GROUPS["qa"])
+
+# XTREME-R (Ruder et al. 2021, "XTREME-R: Towards More Challenging and Nuanced Multilingual
+# Evaluation"): ten tasks over 50 languages, keyed by our task names (WikiANN = panx, UD-POS on
+# UD v2.7). Language lists as google-research/xtreme's XTREME-R scripts predict them
+# (train_udpos.sh, train_panx.sh, run_tatoeba.sh; XCOPA, Mewsli-X and LAReQA as their tasks).
+XTREME_R_LANGUAGES: dict[str, tuple[str, ...]] = {
+    "xnli": OFFICIAL_LANGUAGES["xnli"],
+    "xcopa": tuple("et ht id it qu sw ta th tr vi zh".split()),
+    "udpos": tuple("af ar bg de el en es et eu fa fi fr he hi hu id it ja kk ko lt mr nl pl pt ro ru ta te th tl "
+                   "tr uk ur vi wo yo zh".split()),
+    "panx": OFFICIAL_LANGUAGES["panx"] + tuple("qu pl uk az lt pa gu ro".split()),
+    "xquad": OFFICIAL_LANGUAGES["xquad"],
+    "mlqa": OFFICIAL_LANGUAGES["mlqa"],
+    "tydiqa": OFFICIAL_LANGUAGES["tydiqa"],
+    "tatoeba": OFFICIAL_LANGUAGES["tatoeba"] + tuple("az lt pl uk ro".split()),
+    "mewsli_x": tuple("ar de en es fa ja pl ro ta tr uk".split()),
+    "lareqa": OFFICIAL_LANGUAGES["xquad"],
+}
 # Metric names per task, in the order they appear in the result.
 TASK_METRICS: dict[str, tuple[str, ...]] = {
     "pawsx": ("accuracy",),
@@ -400,6 +418,27 @@ def aggregate_task_scores(task_scores: dict[str, float]) -> dict[str, float]:
     if all(task in task_scores for task in OFFICIAL_LANGUAGES):
         aggregated["all_task"] = _mean([task_scores[task] for task in OFFICIAL_LANGUAGES])
     return aggregated
+
+
+def xtreme_r_score(per_language: dict[str, dict[str, float]]) -> dict[str, Any] | None:
+    """XTREME-R's average from {task: {language: score}} (QA tasks on F1, retrieval on accuracy or
+    mAP@20 as each task's metric): each XTREME-R task's mean over its XTREME-R languages that have
+    a score, then the mean over the tasks. `complete` only when all ten tasks are present with
+    every one of their languages: only then is `score` the published XTREME-R score's analogue;
+    otherwise it is over the tasks (and languages) present and says so. None without any XTREME-R
+    task. Languages outside a task's XTREME-R list (e.g. a synthetic one) are left out."""
+    tasks, coverage = {}, {}
+    for task, languages in XTREME_R_LANGUAGES.items():
+        scores = per_language.get(task) or {}
+        present = [lang for lang in languages if lang in scores]
+        if present:
+            tasks[task] = _mean([scores[lang] for lang in present])
+            coverage[task] = (len(present), len(languages))
+    if not tasks:
+        return None
+    complete = len(tasks) == len(XTREME_R_LANGUAGES) and all(n == of for n, of in coverage.values())
+    return {"score": _mean(list(tasks.values())), "tasks": tasks, "coverage": coverage, "complete": complete,
+            "missing_tasks": [t for t in XTREME_R_LANGUAGES if t not in tasks]}
 
 
 def xtreme_aggregate(per_language: dict[str, dict[str, float]]) -> dict[str, Any]:

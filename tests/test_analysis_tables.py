@@ -301,3 +301,41 @@ def test_ranking_vs_outcome(records):
     assert row["regret@1"] == approx(100 * (65 - 55) / 65) and row["regret@3"] == 0.0
     assert row["phase2_with_top3"] == 1 and row["phase2_all"] == 1
     assert ranking_table(summarize(records), rankings).rows[0][:2] == ["logme", XNLI]
+
+
+def test_xtreme_r_score_by_hand():
+    from xstilts.tasks.xtreme_eval import XTREME_R_LANGUAGES, xtreme_r_score
+
+    assert len(XTREME_R_LANGUAGES) == 10 and len(XTREME_R_LANGUAGES["panx"]) == 48
+    assert len(XTREME_R_LANGUAGES["udpos"]) == 38 and len(XTREME_R_LANGUAGES["tatoeba"]) == 41
+    # XNLI on two of its languages, XCOPA on one, and a language outside XCOPA's list (en) left out
+    partial = xtreme_r_score({"xnli": {"en": 80.0, "de": 70.0}, "xcopa": {"et": 60.0, "en": 99.0},
+                              "synthetic_xnli": {"en": 10.0}})
+    assert partial["tasks"] == {"xnli": 75.0, "xcopa": 60.0} and partial["score"] == approx(67.5)
+    assert partial["coverage"] == {"xnli": (2, 15), "xcopa": (1, 11)} and not partial["complete"]
+    assert "mewsli_x" in partial["missing_tasks"] and xtreme_r_score({"synthetic_xnli": {"en": 1.0}}) is None
+    # every task on every language: the task n scores n everywhere -> the mean over tasks of n
+    full = xtreme_r_score({task: {lang: float(n) for lang in languages}
+                           for n, (task, languages) in enumerate(XTREME_R_LANGUAGES.items())})
+    assert full["complete"] and full["score"] == approx(sum(range(10)) / 10)
+
+
+def test_best_model_per_target_composite_has_xtreme_r_over_its_tasks():
+    from xstilts.analysis.tables import best_per_target_scores, best_per_target_table
+
+    def real(target, intermediate, scores):
+        record = trial(target, intermediate, None)
+        metrics = {f"final/dev/{lang}/accuracy": v for lang, v in scores.items()}
+        metrics.update({"final/en_dev_score": scores["en"], "final/all_languages_mean": sum(scores.values()) / len(scores)})
+        return TrialRecord(**{**record.__dict__, "selection_metric": "accuracy", "metrics": metrics,
+                              "checkpoint": "/ckpt/x", "status": "FINISHED"})
+
+    records = [real("xnli", "none", {"en": 80.0, "de": 60.0}),  # 70
+               real("xnli", "mnli", {"en": 84.0, "de": 70.0}),  # 77
+               real("pawsx", "none", {"en": 90.0, "de": 80.0}),  # not an XTREME-R task
+               real("pawsx", "mnli", {"en": 91.0, "de": 79.0})]
+    x = best_per_target_scores(summarize(records))["en_dev"]["xtreme_r"]
+    assert x["tasks"] == {"xnli": approx(77.0)} and x["delta_vs_none"] == approx(7.0) and not x["complete"]
+    table = best_per_target_table(summarize(records))
+    assert table.columns[-2:] == ["XTREME-R", "Δ XTREME-R"]
+    assert table.rows[0][-2:] == ["77.00 (1/10 tasks)", "+7.00"]
