@@ -4,7 +4,7 @@ size the mini-XTREME study of issue 8 (examples per second -> how many examples 
     python benchmarks/real_model_speed.py [--model DIR] [--data DIR] [--threads 1,2]
                                           [--max-lengths 128,64] [--batch-size 32] [--steps 3]
 
-Model: the folder built by ../shared/tools/build_me5_small.py (default $XSTILTS_ME5_PATH or
+Model: the folder built by xstilts build-model me5-small (default $XSTILTS_ME5_PATH or
 /work/models/me5-small): BertModel, 12 layers, hidden 384, XLM-R's 250k vocabulary.
 Data: XNLI's English training pairs of the shared samples (`xnli/test-en.labeled.tsv`, the
 clean zero-shot training split), the first `--examples` in file order, through the project's
@@ -58,7 +58,7 @@ def main() -> None:
     args = parser.parse_args()
 
     if not (Path(args.model) / "config.json").exists():
-        sys.exit(f"{args.model}: no model folder; build it with ../shared/tools/build_me5_small.py "
+        sys.exit(f"{args.model}: no model folder; build it with xstilts build-model me5-small "
                  "(see its docstring) or pass --model")
     if not (Path(args.data) / "xnli" / "test-en.labeled.tsv").exists():
         sys.exit(f"{args.data}: no xnli/test-en.labeled.tsv; pass --data pointing at the shared samples")

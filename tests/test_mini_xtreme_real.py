@@ -1,7 +1,7 @@
 """A 2-trial slice of search_spaces/mini_xtreme_real.yaml: the real multilingual encoder
 (multilingual-e5-small, a BERT-architecture model with the XLM-R tokenizer) on the real samples.
 
-Slow, and skipped unless the model folder exists (build it with ../shared/tools/build_me5_small.py;
+Slow, and skipped unless the model folder exists (build it with xstilts build-model me5-small;
 XSTILTS_ME5_PATH, default ../models/me5-small beside the repository) and ../shared/data is there.
 It runs the study's own config through `xstilts run`, cut down only in size.
 """
@@ -23,7 +23,7 @@ DATA = ROOT.parent / "shared" / "data"
 pytestmark = [
     pytest.mark.e2e, pytest.mark.slow,
     pytest.mark.skipif(not (MODEL / "config.json").exists(),
-                       reason=f"no multilingual-e5-small folder at {MODEL} (build it with ../shared/tools/build_me5_small.py)"),
+                       reason=f"no multilingual-e5-small folder at {MODEL} (build it with xstilts build-model me5-small)"),
     pytest.mark.skipif(not DATA.is_dir(), reason="../shared/data is absent (a fresh clone without the shared samples)"),
 ]
 
