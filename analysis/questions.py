@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from xstilts.analysis.records import TrialRecord
-from xstilts.analysis.tables import (ENGLISH, TRANSLATE_TRAIN, Cell, StudySummary, Table, _num, _signed,
+from xstilts.analysis.tables import (ENGLISH, Cell, StudySummary, Table, _num, _signed,
                              xtreme_style_scores)
 from xstilts.analysis.uncertainty import NOT_RESOLVED, ONE_SEED, Interval, SeedScores, best_configuration, seed_interval
 from xstilts.tasks import NONE, UnknownTaskError, get_task
@@ -232,7 +232,7 @@ def family_gains(summary: StudySummary, target: str) -> FamilyGains | None:
 
 def varies_target_train(summary: StudySummary) -> bool:
     seen = {arm_of(c.selected, label).target_train for (label, _), c in summary.cells.items() if c.selected is not None}
-    return {ENGLISH, TRANSLATE_TRAIN} <= seen
+    return ENGLISH in seen and len(seen) >= 2  # zero-shot against translate_train and/or per_language
 
 
 def show_family_section(summary: StudySummary) -> bool:
@@ -276,7 +276,8 @@ def family_table(result: FamilyGains, grouping: str) -> Table:
                "target training), per language, averaged over the languages of the row that both have a score for "
                "((2/3): the arm has scores for 2 of the row's 3 languages). "
                "Arms marked [translate_train] trained phase 3 on the training sets of all the target's languages "
-               "that have one (not zero-shot).",
+               "that have one (not zero-shot); [per_language] trained one model per language on that language's "
+               "training set only, each language scored by its own model.",
                "Groups: tasks/languages.py (families as in Glottolog/WALS; distance: source = English, close = "
                "Germanic and Romance, medium = other Indo-European, distant = other families; synthetic languages "
                "by their shared vocabulary with English).",

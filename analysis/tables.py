@@ -44,7 +44,7 @@ HONEST, ORACLE = "en_dev", "oracle_all_languages"
 # How phase 3 trained (the trial param `target_train`): zero-shot from English, or on the training
 # sets of every target language (translate-train). A study may search both: then each
 # intermediate task gives two rows ("arms"), the second labelled `<intermediate> [translate_train]`.
-ENGLISH, TRANSLATE_TRAIN = "english", "translate_train"
+ENGLISH, TRANSLATE_TRAIN, PER_LANGUAGE = "english", "translate_train", "per_language"
 XTREME_STYLE_NOTE = (
     "XTREME-style score: xstilts.tasks.xtreme_eval's XTREME aggregation over the targets present in the "
     "study (the mean over targets of each target's mean over its languages, on its selection "
@@ -134,8 +134,9 @@ def arm_label(trial: TrialRecord) -> str:
     """The row a trial belongs to: its intermediate task, marked when phase 3 was not zero-shot
     (so that translate-train trials are never compared, selected or averaged with zero-shot ones)."""
     intermediate = trial.intermediate_task or "(unknown)"
-    if trial.params.get("target_train") == TRANSLATE_TRAIN:
-        return f"{intermediate} [{TRANSLATE_TRAIN}]"
+    target_train = trial.params.get("target_train")
+    if target_train and target_train != ENGLISH:  # translate_train or per_language
+        return f"{intermediate} [{target_train}]"
     return intermediate
 
 

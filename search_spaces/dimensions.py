@@ -55,9 +55,10 @@ DIMENSIONS: dict[str, SearchDimension] = {d.name: d for d in (
                     required=True, absent=0.0),
     SearchDimension("target_lr", "learning rate of phase 3 (target task)", LEARNING_RATE, TARGET,
                     required=True, absent=0.0),
-    SearchDimension("target_train", "how phase 3 trains: english (zero-shot) or translate_train (every target "
-                    "language's train split)", CATEGORY, TARGET, allowed=("english", "translate_train"),
-                    preferred="english"),
+    SearchDimension("target_train", "how phase 3 trains: english (zero-shot), translate_train (one model on every "
+                    "target language's train split) or per_language (one model per language, on that language's "
+                    "train split only, scored on that language)", CATEGORY, TARGET,
+                    allowed=("english", "translate_train", "per_language"), preferred="english"),
     SearchDimension("retrieval_layer", "hidden_states index pooled for retrieval targets (0 = embeddings; XTREME: "
                     "14 of 24)", LAYER, RETRIEVAL),
 )}

@@ -74,7 +74,7 @@ def _check_data(c: StudyConfig) -> None:
         raise ConfigError("data_dir" if c.data_dir else "data_files",
                           f"task {name} needs its {language} {split} split: {problem}",
                           f"add the file or map it with data_files: {{{key}: <path>}}")
-    if "translate_train" in c.target_train_choices:
+    for arm in (a for a in ("translate_train", "per_language") if a in c.target_train_choices):
         # Every language the study scores must have its own (translated) training split: English
         # is never substituted, and a language trained without its data would read as translate-train.
         for name in c.target_tasks:
@@ -91,11 +91,11 @@ def _check_data(c: StudyConfig) -> None:
                 except TaskDataError as error:
                     problem = str(error).splitlines()[0]
                 raise ConfigError("search_space.target_train",
-                                  f"translate_train: target {name}, language {language}: {problem}",
+                                  f"{arm}: target {name}, language {language}: {problem}",
                                   f"supply that file (data_files: {{{name}:train:{language}: <path>}}) or search english only")
             if not any(task.has_data("train", l, options) for l in task.languages if l != task.train_language):
                 raise ConfigError("search_space.target_train",
-                                  f"translate_train needs non-English training splits of {name}, and none was found",
+                                  f"{arm} needs non-English training splits of {name}, and none was found",
                                   f"map them with data_files: {{{name}:train:<lang>: <path>}} or search english only")
 
 

@@ -97,7 +97,7 @@ def test_each_full_config_asks_its_question():
     assert kinds == {"classification", "span_qa", "multiple_choice"}
 
     distant = load_config(SPACES / "distant_languages.yaml")
-    assert distant.search_space["target_train"].values == ("english", "translate_train")
+    assert distant.search_space["target_train"].values == ("english", "translate_train", "per_language")
 
     returns = load_config(SPACES / "diminishing_returns.yaml")
     counts = sorted(len({s.split("@")[1] for s in returns.intermediate_sources(n)}) for n in returns.intermediate_tasks)
@@ -135,7 +135,9 @@ TINY_ARMS = {
     "paper": [{"none", "synthetic_mnli", "synthetic_qqp"}, None],  # None: tatoeba, any
     "en_plus_non_en": [{"none", "synthetic_mnli", "mnli_en_far"}],
     "nli_vs_qa_xtremer_mbert": [{"none", "synthetic_mnli", "synthetic_squad"}],
-    "distant_languages": [{("none", "english"), ("none", "translate_train"), ("synthetic_mnli", "translate_train")}],
+    # the question's core: intermediate zero-shot vs direct target-language tuning (and translate-train)
+    "distant_languages": [{("none", "english"), ("synthetic_mnli", "english"), ("none", "per_language"),
+                           ("none", "translate_train")}],
     "diminishing_returns": [{"none", "synthetic_mnli", "nli_2_languages", "nli_4_languages"}],
 }
 
@@ -270,16 +272,27 @@ def test_tiny_nli_vs_qa(tiny_studies):
 @pytest.mark.e2e
 def test_tiny_distant_languages(tiny_studies):
     root, uri, _ = tiny_studies
-    assert {p["target_train"] for p in _trial_params(uri, "distant_languages")} == {"english", "translate_train"}
+    params = _trial_params(uri, "distant_languages")
+    assert {p["target_train"] for p in params} == {"english", "translate_train", "per_language"}
     md, data = _report(root, "distant_languages")
     assert "## Gains by language family and distance from English" in md
     assert (root / "reports" / "distant_languages" / "distance-gains-synthetic_xnli.png").is_file()
     family = data["questions"]["family_gains"]["synthetic_xnli"]
-    assert set(family["arms"]) == {"none [translate_train]", "synthetic_mnli [translate_train]"}
+    assert set(family["arms"]) == {"synthetic_mnli", "none [translate_train]", "none [per_language]"}
     groups = {g["group"]: g for g in family["groups"] if g["grouping"] == "distance"}
     assert [groups[b]["languages"] for b in ("source", "close", "medium", "distant")] == [["en"], ["near"], ["mid"], ["far"]]
     per_language = family["per_language"]["none [translate_train]"]
     assert groups["distant"]["gains"]["none [translate_train]"] == pytest.approx(per_language["far"])
+    # per_language: one phase-3 model per synthetic language, each scored on its own language
+    client = MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("xstilts").experiment_id],
+                                "params.target_train = 'per_language' and tags.`xstilts.study` = 'distant_languages'")
+    checkpoints = json.loads(run.data.tags["xstilts.checkpoints_by_language"])
+    assert sorted(checkpoints) == ["en", "far", "mid", "near"] and len(set(checkpoints.values())) == 4
+    assert run.data.tags["xstilts.checkpoint"] == checkpoints["en"]
+    scores = {lang: run.data.metrics[f"final/dev/{lang}/accuracy"] for lang in checkpoints}
+    assert run.data.metrics["final/all_languages_mean"] == pytest.approx(sum(scores.values()) / 4)
+    assert run.data.metrics["final/en_dev_score"] == pytest.approx(scores["en"])
 
 
 @pytest.mark.e2e

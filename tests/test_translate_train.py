@@ -54,3 +54,20 @@ def test_the_hub_has_no_translated_squad():
     assert get_task("xnli").has_data("train", "de", hub)  # XNLI's machine-translated training sets are on the hub
     with pytest.raises(TaskDataError, match="no de training data on the HF hub"):
         get_task("xquad").load("train", "de", hub)  # refused before any download
+
+
+def test_per_language_needs_each_language_its_own_training_split(tmp_path):
+    """`target_train: per_language` (one model per language) is refused like translate_train."""
+    data = tmp_path / "data"
+    _squad(data / "squad" / "train-v1.1.json", "The cat sat on the mat.", "Where did the cat sit?", "on the mat")
+    for language in ("en", "de"):
+        _squad(data / "xquad" / f"xquad.{language}.json", "Die Katze sass.", "Wer sass?", "Die Katze")
+    raw = _raw(tmp_path, data)
+    raw["search_space"]["target_train"]["values"] = ["english", "per_language"]
+    with pytest.raises(ConfigError) as refused:
+        parse_config(raw)
+    assert str(refused.value).startswith("config field 'search_space.target_train': per_language: target xquad, language de")
+    assert "squad.translate.train.en-de.json" in str(refused.value)
+    _squad(data / "squad" / "translate-train" / "squad.translate.train.en-de.json", "Die Katze sass auf der Matte.",
+           "Wo sass die Katze?", "auf der Matte")
+    assert parse_config(raw).target_train_choices == ("english", "per_language")

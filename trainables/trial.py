@@ -22,7 +22,8 @@ from xstilts.storage import child, is_uri, to_local, uri_of
 from xstilts.tasks.record_schema import (PARAM_SEED_INDEX, METRIC_PHASE_CACHE_HIT, PARAM_INTERMEDIATE_LR, PARAM_INTERMEDIATE_TASK, PARAM_RETRIEVAL_LAYER, PARAM_TARGET_LR, PARAM_TARGET_TASK, PARAM_INTERMEDIATE_LANGUAGES, PARAM_INTERMEDIATE_NUM_LANGUAGES,
                                  PARAM_INTERMEDIATE_SAMPLING, PARAM_INTERMEDIATE_SOURCES,
                                  PARAM_INTERMEDIATE_TEMPERATURE, PARAM_INTERMEDIATE_WEIGHTS, PARAM_TARGET_TRAIN)
-from xstilts.tasks.record_schema import (EPOCH_EN_DEV, FINAL_ALL_LANGUAGES, FINAL_EN_DEV, FINAL_PREFIX, INTERMEDIATE_PREFIX,
+from xstilts.tasks.record_schema import (EPOCH_EN_DEV, FINAL_ALL_LANGUAGES, FINAL_CHANCE_PREFIX, FINAL_DEV_PREFIX, FINAL_EN_DEV,
+                                 FINAL_PREFIX, INTERMEDIATE_PREFIX,
                                  TAG_CHECKPOINT, TAG_ERROR, TAG_INTERMEDIATE, TAG_STOPPED_EARLY, TAG_SELECTION_METRIC,
                                  TAG_STUDY, TAG_TARGET, TARGET_EPOCH, final_dev, summarize_final)
 from xstilts.trainables.ray_compat import tune_stop_event
@@ -72,16 +73,59 @@ def intermediate_params(trial: TrialConfig) -> dict:
     return params
 
 
+def train_languages(trial: TrialConfig, target) -> list[str]:
+    """The target's languages with a training split of their own (the training language first)."""
+    from xstilts.tasks import DataOptions
+
+    options = DataOptions(trial.data_dir, None, trial.seed, trial.data_files)
+    others = [l for l in target.languages if l != target.train_language and target.has_data("train", l, options)]
+    return [target.train_language, *others]
+
+
 def target_sources(trial: TrialConfig, target) -> tuple[str, ...] | None:
     """Phase 3's training splits: None (English, zero-shot) or, for translate-train, every
     language of the target that has a training split."""
     if trial.target_train == "english":
         return None
-    from xstilts.tasks import DataOptions
+    return tuple(source_name(target.name, l) for l in train_languages(trial, target))
 
-    options = DataOptions(trial.data_dir, None, trial.seed, trial.data_files)
-    languages = [l for l in target.languages if l == target.train_language or target.has_data("train", l, options)]
-    return tuple(source_name(target.name, l) for l in languages)
+
+# Where each language's phase-3 model of a per_language trial is (JSON {language: checkpoint}).
+TAG_CHECKPOINTS_BY_LANGUAGE = "xstilts.checkpoints_by_language"
+
+
+def per_language_target(trial: TrialConfig, target, encoder: str, trial_id: str, run: TrialRun) -> dict[str, float]:
+    """`target_train: per_language`: one phase-3 model per language, each trained on that
+    language's own training split only (from the same phase-2 encoder, same recipe) and scored
+    on that language's dev set: "tune on the target language's own data", one language at a time.
+
+    The training language's model trains first, reports its epochs to Tune and MLflow as a
+    zero-shot trial's does (English dev still selects), and is the trial's checkpoint; the other
+    languages' runs log nothing per epoch. Final: each language's scores from its own model, the
+    means over them, the English model's chance baselines. Costs one phase 3 per language.
+    """
+    import json
+
+    finals: dict[str, float] = {}
+    checkpoints: dict[str, str] = {}
+    for language in train_languages(trial, target):
+        first = language == target.train_language
+        phase = PhaseConfig.for_trial(trial, "target", trial.target_task, encoder, trial.target_lr,
+                                      trial.training.target_epochs, TaskMixture((source_name(target.name, language),)),
+                                      run.run_id if first else None)
+        result = _fit(phase, trial, f"{trial_id}-target-{language}", report_to_tune=first)
+        if result.error:
+            raise result.error
+        own = f"{FINAL_DEV_PREFIX}{language}/"
+        finals.update({k: v for k, v in result.metrics.items()
+                       if k.startswith(own) or (first and k.startswith(FINAL_CHANCE_PREFIX))})
+        checkpoints[language] = uri_of(result.checkpoint.filesystem, result.checkpoint.path)
+    scores = {language: finals[final_dev(language, target.metric)] for language in checkpoints
+              if final_dev(language, target.metric) in finals}
+    finals.update(summarize_final(scores, target.train_language))
+    run.set_tags({TAG_CHECKPOINT: checkpoints[target.train_language],
+                  TAG_CHECKPOINTS_BY_LANGUAGE: json.dumps(checkpoints)[:4000]})
+    return finals
 
 
 def _fit(phase: PhaseConfig, trial: TrialConfig, name: str, report_to_tune: bool):
@@ -334,6 +378,12 @@ def run_trial(config: dict) -> None:
             # between, and an earlier epoch would read as "stopped early by the scheduler".
             ray.tune.report({**final, TARGET_EPOCH: trial.training.target_epochs,
                              EPOCH_EN_DEV: final[FINAL_EN_DEV]})
+            return
+        if trial.target_train == "per_language":
+            final = per_language_target(trial, target, encoder, trial_id, run)
+            run.log_metrics(final, step=trial.training.target_epochs)
+            ray.tune.report({**final, TARGET_EPOCH: trial.training.target_epochs, EPOCH_EN_DEV: final[FINAL_EN_DEV]})
+            run.finish("FINISHED")
             return
         sources = target_sources(trial, target)  # translate-train: every language's split, proportionally
         phase = PhaseConfig.for_trial(trial, "target", trial.target_task, encoder, trial.target_lr,
