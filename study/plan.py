@@ -109,7 +109,7 @@ def phase2_trainings(study, model_path: str, model_exists: bool) -> list[dict]:
     """The distinct phase-2 trainings the search space allows, with their cache keys and state."""
     from xstilts.study.runner import trial_base_config
     from xstilts.tasks import NONE
-    from xstilts.trainables.config import TrialConfig
+    from xstilts.trainables.config import SEED_INDEX_KEY, TrialConfig
     from xstilts.trainables.phase_cache import PhaseCache, cache_key
     from xstilts.trainables.trial import intermediate_cache_fields, phase2_sources
 
@@ -120,11 +120,12 @@ def phase2_trainings(study, model_path: str, model_exists: bool) -> list[dict]:
     for name in c.intermediate_tasks:
         if name == NONE:
             continue
-        for lr in (lrs if lrs is not None else [None]):
+        # With `seeds: N` each seed trains its own phase 2 (the seed is part of the cache key).
+        for lr, seed_index in ((lr, s) for lr in (lrs if lrs is not None else [None]) for s in range(c.seeds)):
             base = trial_base_config(study, c.target_tasks[0], model_path, "plan", "plan")
             trial = TrialConfig.from_tune_config({**base, "intermediate_task": name, "intermediate_lr": lr or 0.0,
-                                                  "target_lr": 0.0})
-            row = {"intermediate_task": name, "intermediate_lr": lr, "key": None, "cached": False,
+                                                  "target_lr": 0.0, SEED_INDEX_KEY: seed_index})
+            row = {"intermediate_task": name, "intermediate_lr": lr, "seed": trial.seed, "key": None, "cached": False,
                    "sources": list(phase2_sources(trial)), "epochs": c.training.intermediate_epochs}
             if model_exists and lr is not None:
                 key = cache_key(intermediate_cache_fields(trial))
@@ -198,6 +199,7 @@ def _measured_rate(model_path: str, batch_size: int, max_length: int) -> float |
 
 
 def make_plan(study, address: str | None = None) -> dict:
+    from xstilts.study.search import trials_per_target
     from xstilts.tasks import get_task
 
     c = study.config
@@ -208,14 +210,15 @@ def make_plan(study, address: str | None = None) -> dict:
         retrieval = not kind_of(task).trainable
         examples = None if retrieval else _train_examples([name], study, lambda t: _cap(c.training, t, "target"))
         epochs = 0 if retrieval else c.training.target_epochs
-        targets.append({"target_task": name, "kind": task.kind, "trials": c.num_samples * c.seeds, "target_epochs": epochs,
+        trials = trials_per_target(c, c.target_tasks.index(name))  # the grid's size or num_samples, x seeds
+        targets.append({"target_task": name, "kind": task.kind, "trials": trials, "target_epochs": epochs,
                         "train_examples": examples,
-                        "max_tokens": None if examples is None else examples * _max_length(name, study) * epochs * c.num_samples * c.seeds})
+                        "max_tokens": None if examples is None else examples * _max_length(name, study) * epochs * trials})
     trainings = phase2_trainings(study, model_path, model_exists)
     r = c.resources
     per_trial = {"train_workers": r.num_workers, "cpus_per_worker": r.cpus_per_worker, "gpus_per_worker": int(r.use_gpu),
                  "cpus": r.num_workers * r.cpus_per_worker, "gpus": r.num_workers * int(r.use_gpu)}
-    peak = min(c.max_concurrent_trials, c.num_samples * c.seeds)
+    peak = min(c.max_concurrent_trials, max(t["trials"] for t in targets))
     # Rates: earlier trials of this model, else a short measurement here.
     target_rate, inter_rate, runs = _recorded_rate(study, model_path)
     source = f"median of {runs} earlier trial(s) of this model in {study.config.mlflow.experiment!r}" if runs else None
@@ -243,7 +246,7 @@ def make_plan(study, address: str | None = None) -> dict:
         "tracking_uri": _redacted(study.tracking_uri), "storage_path": study.storage_path,
         "search": {"sampler": c.search.sampler, "scheduler": c.search.scheduler, "seed": c.search.seed,
                    "max_concurrent_trials": c.max_concurrent_trials},
-        "trials": c.num_samples * c.seeds * len(c.target_tasks), "targets": targets,
+        "trials": sum(t["trials"] for t in targets), "targets": targets,
         "phase2_trainings": trainings, "phase2_cached": sum(1 for t in trainings if t["cached"]),
         "resources_per_trial": per_trial,
         "peak_resources": {"trials": peak, "cpus": peak * per_trial["cpus"], "gpus": peak * per_trial["gpus"]},
@@ -281,7 +284,7 @@ def render(plan: dict) -> str:
         state = "cached" if t["cached"] else "to train"
         if t["key"] is None:
             state += " (key known once the model exists)" if not plan["model_exists"] else ""
-        lines.append(f"  {t['intermediate_task']}, {lr}: {state}" + (f", key {t['key']}" if t["key"] else "")
+        lines.append(f"  {t['intermediate_task']}, {lr}, seed {t['seed']}: {state}" + (f", key {t['key']}" if t["key"] else "")
                      + f"; {t['epochs']} epoch(s) on {t['examples'] if t['examples'] is not None else 'an uncounted number of'} examples")
     r, peak = plan["resources_per_trial"], plan["peak_resources"]
     lines.append(f"resources per trial: {r['train_workers']} Ray Train worker(s) x {r['cpus_per_worker']:g} CPU"

@@ -78,6 +78,17 @@ def test_plan_reports_cached_phase2_trainings_and_a_measured_rate(tmp_path, caps
     assert again["cost"]["phase2_max_tokens"] == 3 * 200 * length  # a cached training costs nothing
     assert not ray.is_initialized()
 
+    # `seeds: 2` (fifo): every configuration trains twice, and each seed has its own phase 2
+    raw = yaml.safe_load(config.read_text())
+    raw.update(seeds=2, search={**raw.get("search", {}), "scheduler": "fifo"})
+    config.write_text(yaml.safe_dump(raw))
+    seeded = _plan(capsys, "--config", str(config))
+    assert seeded["trials"] == 12 and [t["trials"] for t in seeded["targets"]] == [6, 6]
+    by_seed = {(t["intermediate_task"], t["intermediate_lr"], t["seed"]): t["key"] for t in seeded["phase2_trainings"]}
+    assert len(by_seed) == 8 and len(set(by_seed.values())) == 8
+    assert by_seed[("synthetic_mnli", 0.001, raw["seed"])] == next(
+        t["key"] for t in trainings if (t["intermediate_task"], t["intermediate_lr"]) == ("synthetic_mnli", 0.001))
+
 
 def test_plan_of_a_bad_config_is_one_line_and_exit_2(tmp_path):
     raw = yaml.safe_load(DEFAULT_CONFIG.read_text())
