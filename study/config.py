@@ -593,9 +593,10 @@ def _mixtures(raw: Any) -> dict[str, TaskMixture]:
             mixture = _build(TaskMixture, body, where)
         except MixtureError as error:
             raise ConfigError(f"{where}.{error.field_name}", error.problem, error.fix) from None
-        if len(mixture.tasks) < 2:
+        if len(mixture.tasks) < 2 and mixture.mlm_weight is None:  # one task + its own MLM weight is an arm too
             raise ConfigError(f"{where}.tasks", f"must list at least two tasks, got {short(tasks)}",
-                              "e.g. [mnli, squad] or [xnli, xnli@de]; a single task goes in intermediate_tasks directly")
+                              "e.g. [mnli, squad] or [xnli, xnli@de]; a single task goes in intermediate_tasks directly "
+                              "(or give it an mlm_weight: the task + MLM auxiliary arm)")
         for spec in mixture.tasks:
             _check_source(spec, f"{where}.tasks", TRAINABLE_KINDS)
         if len({_full_source(spec) for spec in mixture.tasks}) != len(mixture.tasks):
@@ -635,8 +636,10 @@ def _check_values(c: StudyConfig) -> None:
         except FieldError as error:
             raise ConfigError(f"{section}.{error.field_name}", error.problem, error.fix) from None
     t = c.training
-    if t.mlm_weight > 0 and t.mlm_corpus is None and not c.uses_embedded_model:
-        raise ConfigError("training.mlm_corpus", "is missing (training.mlm_weight > 0)",
+    mlm_arms = [name for name, m in c.mixtures.items() if m.mlm_weight]
+    if (t.mlm_weight > 0 or mlm_arms) and t.mlm_corpus is None and not c.uses_embedded_model:
+        why = "training.mlm_weight > 0" if t.mlm_weight > 0 else f"mixtures.{mlm_arms[0]}.mlm_weight > 0"
+        raise ConfigError("training.mlm_corpus", f"is missing ({why})",
                           "give a text file of unlabeled multilingual sentences, one per line")
     if c.search.grace_period > t.target_epochs:
         raise ConfigError("search.grace_period", f"{c.search.grace_period} > training.target_epochs {t.target_epochs}",

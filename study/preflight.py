@@ -29,7 +29,8 @@ def check_paths(c: StudyConfig) -> None:
             raise ConfigError("model", f"local model folder {short(model)} has no config.json",
                               f"give an HF folder (save_pretrained) or a hub name like xlm-roberta-large, or {EMBEDDED_MODEL}")
     t = c.training
-    if t.mlm_weight > 0 and t.mlm_corpus not in (None, "synthetic") and not os.path.isfile(t.mlm_corpus):
+    uses_mlm = t.mlm_weight > 0 or any(m.mlm_weight for m in c.mixtures.values())  # the study's, or an arm's own
+    if uses_mlm and t.mlm_corpus not in (None, "synthetic") and not os.path.isfile(t.mlm_corpus):
         raise ConfigError("training.mlm_corpus", f"file {short(t.mlm_corpus)} does not exist",
                           "give a text file with one sentence per line, or set mlm_weight: 0")
 

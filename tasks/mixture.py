@@ -43,12 +43,16 @@ class TaskMixture:
     tasks: the "task" / "task@lang" training splits mixed (at least one, no repeats; in a study
     config as written, in a trial resolved to full "task@lang" names); sampling: "proportional"
     or "temperature"; temperature: T > 0 of temperature sampling (ignored by proportional);
-    weights: one per task, > 0, multiplying its sampling weight (None: all 1)."""
+    weights: one per task, > 0, multiplying its sampling weight (None: all 1); mlm_weight: the
+    weight of a masked-LM auxiliary loss on unlabeled multilingual text added to every step of
+    this phase 2 (None: the study's training.mlm_weight), so one arm of a study can be "task +
+    MLM" beside the plain task (the paper's MLM-auxiliary arm)."""
 
     tasks: tuple[str, ...]
     sampling: str = "proportional"
     temperature: float = 1.0
     weights: tuple[float, ...] | None = None
+    mlm_weight: float | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.tasks, str) or not isinstance(self.tasks, tuple) \
@@ -71,17 +75,25 @@ class TaskMixture:
                     for w in self.weights):
                 raise MixtureError("weights", f"must be one number > 0 per task ({len(self.tasks)}), got {self.weights!r}"[:200],
                                    "e.g. weights: [3, 1]")
+        if self.mlm_weight is not None and (isinstance(self.mlm_weight, bool) or not isinstance(self.mlm_weight, (int, float))
+                                            or not math.isfinite(self.mlm_weight) or self.mlm_weight < 0):
+            raise MixtureError("mlm_weight", f"must be a finite number >= 0, got {self.mlm_weight!r}"[:200],
+                               "e.g. mlm_weight: 1.0 (0: no MLM loss for this arm)")
 
     def to_dict(self) -> dict:
         """Plain lists and numbers (what a Tune config and params.json carry)."""
         return {"tasks": list(self.tasks), "sampling": self.sampling, "temperature": self.temperature,
-                "weights": list(self.weights) if self.weights else None}
+                "weights": list(self.weights) if self.weights else None, "mlm_weight": self.mlm_weight}
 
     @classmethod
     def from_dict(cls, d: Mapping) -> "TaskMixture":
         weights = d.get("weights")
         return cls(tuple(d["tasks"]), d.get("sampling", "proportional"), d.get("temperature", 1.0),
-                   tuple(weights) if weights else None)
+                   tuple(weights) if weights else None, d.get("mlm_weight"))
+
+    def mlm_weight_or(self, default: float) -> float:
+        """This phase's MLM weight: the mixture's own, else the study's training.mlm_weight."""
+        return default if self.mlm_weight is None else float(self.mlm_weight)
 
     def probabilities(self, sizes: Mapping[str, int]) -> dict[str, float]:
         return sampling_probabilities(self, sizes)

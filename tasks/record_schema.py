@@ -34,6 +34,7 @@ PARAM_INTERMEDIATE_NUM_LANGUAGES = "intermediate_num_languages"
 PARAM_INTERMEDIATE_SAMPLING = "intermediate_sampling"  # mixtures only
 PARAM_INTERMEDIATE_TEMPERATURE = "intermediate_temperature"  # mixtures only
 PARAM_INTERMEDIATE_WEIGHTS = "intermediate_weights"  # mixtures with weights only, comma-joined
+PARAM_INTERMEDIATE_MLM_WEIGHT = "intermediate_mlm_weight"  # an arm's own MLM auxiliary weight (mixtures.<name>.mlm_weight)
 PARAM_TARGET_TRAIN = "target_train"  # "english" (zero-shot) or "translate_train"
 # The searched dimensions, recorded as params under the names the search space gives them.
 PARAM_TARGET_TASK = "target_task"

@@ -3,6 +3,7 @@ what parses, what each trial is sent, and one clear line for each mistake."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import pytest
 
@@ -217,3 +218,58 @@ def test_trial_config_is_strict(tmp_path):
     assert TrialConfig.from_tune_config(raw) == good
     with pytest.raises(ValueError, match="target_lrr"):
         TrialConfig.from_tune_config({**raw, "target_lrr": 1e-3})
+
+
+def test_an_arm_with_its_own_mlm_weight(tmp_path, tokenizer, tokenizer_dir):
+    """`mixtures.<name>.mlm_weight`: one task (or a mixture) + the MLM auxiliary loss is an arm of
+    its own beside the plain task, keyed, logged and trained with that weight."""
+    from xstilts.trainables.config import PhaseConfig, TrainingOptions
+    from xstilts.trainables.phase_data import load_phase_data
+
+    raw = _raw(tmp_path, mixtures={"mnli_mlm": {"tasks": ["synthetic_mnli"], "mlm_weight": 1.0}},
+               intermediate_tasks=["none", "synthetic_mnli", "mnli_mlm"], training={})
+    config = parse_config(raw)
+    assert config.training.mlm_weight == 0 and config.mixtures["mnli_mlm"].mlm_weight == 1.0
+    plain, with_mlm = _trial(config, "synthetic_mnli"), _trial(config, "mnli_mlm")
+    assert phase2_sources(with_mlm) == phase2_sources(plain) == ("synthetic_mnli@en",)
+    assert intermediate_params(with_mlm)["intermediate_mlm_weight"] == 1.0
+    assert "intermediate_mlm_weight" not in intermediate_params(plain)
+    fields = intermediate_cache_fields(with_mlm)
+    assert fields["mlm_weight"] == 1.0 and "mlm_weight" not in intermediate_cache_fields(plain)
+    assert with_mlm.intermediate_mixture.to_dict()["mlm_weight"] == 1.0  # survives the Tune config
+    # the phase's data carries the arm's weight, not training.mlm_weight (0)
+    cfg = PhaseConfig(phase="intermediate", task="synthetic_mnli", init_path=tokenizer_dir, tokenizer_path=tokenizer_dir,
+                      learning_rate=1e-3, epochs=1, seed=0, training=TrainingOptions(max_train_examples=16,
+                                                                                     max_eval_examples=8),
+                      mixture=with_mlm.intermediate_mixture)
+    data = load_phase_data(cfg, tokenizer)
+    assert data.with_mlm and data.mlm_weight == 1.0 and data.multi and len(data.mlm_features) > 0
+    assert not load_phase_data(dataclasses.replace(cfg, mixture=None), tokenizer).with_mlm
+    # one task without an MLM weight is not a mixture; a negative weight names the field
+    for body, field in (({"tasks": ["synthetic_mnli"]}, "mixtures.mnli_mlm.tasks"),
+                        ({"tasks": ["synthetic_mnli"], "mlm_weight": -1}, "mixtures.mnli_mlm.mlm_weight")):
+        with pytest.raises(ConfigError) as refused:
+            parse_config({**raw, "mixtures": {"mnli_mlm": body}})
+        assert str(refused.value).startswith(f"config field '{field}'")
+
+
+def test_paper_yaml_mlm_arm_parses_once_uncommented(tmp_path):
+    """paper.yaml ships the MLM-auxiliary arm commented out (it needs the user's text corpus):
+    uncommented as its header says, it is a row of its own with the multi-task sources + MLM."""
+    import yaml
+
+    from xstilts.study.config import DEFAULT_CONFIG
+
+    text = (DEFAULT_CONFIG.parent / "paper.yaml").read_text()
+    for line in ("  # - multi_task_mlm", "  # multi_task_mlm:", "  #   tasks: [anli_plus", "  #   mlm_weight: 1.0",
+                 "  # mlm_corpus: "):
+        assert line in text, line
+        text = text.replace(line, line.replace("# ", "", 1))
+    corpus = tmp_path / "wiki.txt"
+    corpus.write_text("Eine Zeile.\nUne ligne.\n")
+    raw = yaml.safe_load(text)
+    raw["training"]["mlm_corpus"] = str(corpus)
+    config = parse_config(raw)
+    arm = config.mixtures["multi_task_mlm"]
+    assert "multi_task_mlm" in config.intermediate_tasks and arm.mlm_weight == 1.0
+    assert arm.tasks == config.mixtures["multi_task"].tasks and config.training.mlm_weight == 0

@@ -99,6 +99,7 @@ class PhaseData:
     mlm_features: list[list[int]] = field(default_factory=list)
     eval_options: dict = field(default_factory=dict)  # task name -> DataOptions of its evaluation splits
     with_mlm: bool = False  # phase 2 with an MLM auxiliary loss
+    mlm_weight: float = 0.0  # its weight (the mixture's own, else training.mlm_weight)
 
     @property
     def multi(self) -> bool:
@@ -146,7 +147,8 @@ def load_phase_data(cfg: PhaseConfig, tokenizer, rank: int = 0) -> PhaseData:
                       holdouts[name] if language == holdout_language[name] else 0)
                for name, language in source_specs]
     data = PhaseData(tasks, task, sources, eval_options=eval_options)
-    data.with_mlm = cfg.phase == "intermediate" and opts.mlm_weight > 0
+    data.mlm_weight = cfg.mixture.mlm_weight_or(opts.mlm_weight) if cfg.mixture else opts.mlm_weight
+    data.with_mlm = cfg.phase == "intermediate" and data.mlm_weight > 0
     if data.with_mlm:
         lines = load_mlm_corpus(opts.mlm_corpus or "synthetic", train_cap(cfg), cfg.seed)
         data.mlm_features = encode_mlm_corpus(lines, tokenizer, opts.max_length or task.max_length)

@@ -320,7 +320,7 @@ def train_epoch(model, state: TrainState, data: PhaseData, cfg: PhaseConfig, run
                 loss = model(**batch).loss
             else:
                 mlm_batch = _mlm_batch(data, mlm_order, step, runtime, tokenizer, cfg, mlm_generator)
-                output = model(source.task.name, mlm_batch=mlm_batch, mlm_weight=opts.mlm_weight, **batch)
+                output = model(source.task.name, mlm_batch=mlm_batch, mlm_weight=data.mlm_weight, **batch)
                 loss = output.loss
                 if output.mlm_loss is not None:
                     mlm_sum += output.mlm_loss.detach().float()

@@ -21,7 +21,8 @@ from xstilts.trainables.phase_cache import PhaseCache, cache_key, in_use
 from xstilts.storage import child, is_uri, to_local, uri_of
 from xstilts.tasks.record_schema import (PARAM_SEED_INDEX, METRIC_PHASE_CACHE_HIT, PARAM_INTERMEDIATE_LR, PARAM_INTERMEDIATE_TASK, PARAM_RETRIEVAL_LAYER, PARAM_TARGET_LR, PARAM_TARGET_TASK, PARAM_INTERMEDIATE_LANGUAGES, PARAM_INTERMEDIATE_NUM_LANGUAGES,
                                  PARAM_INTERMEDIATE_SAMPLING, PARAM_INTERMEDIATE_SOURCES,
-                                 PARAM_INTERMEDIATE_TEMPERATURE, PARAM_INTERMEDIATE_WEIGHTS, PARAM_TARGET_TRAIN)
+                                 PARAM_INTERMEDIATE_TEMPERATURE, PARAM_INTERMEDIATE_WEIGHTS, PARAM_TARGET_TRAIN,
+                                 PARAM_INTERMEDIATE_MLM_WEIGHT)
 from xstilts.tasks.record_schema import (EPOCH_EN_DEV, FINAL_ALL_LANGUAGES, FINAL_CHANCE_PREFIX, FINAL_DEV_PREFIX, FINAL_EN_DEV,
                                  FINAL_PREFIX, INTERMEDIATE_PREFIX,
                                  TAG_CHECKPOINT, TAG_ERROR, TAG_INTERMEDIATE, TAG_STOPPED_EARLY, TAG_SELECTION_METRIC,
@@ -64,8 +65,10 @@ def intermediate_params(trial: TrialConfig) -> dict:
     languages = sorted({parse_source(s)[1] or get_task(parse_source(s)[0]).train_language for s in sources})
     params = {PARAM_INTERMEDIATE_SOURCES: ",".join(sources), PARAM_INTERMEDIATE_LANGUAGES: ",".join(languages),
               PARAM_INTERMEDIATE_NUM_LANGUAGES: len(languages)}
+    mixture = trial.intermediate_mixture
+    if mixture is not None and mixture.mlm_weight is not None:
+        params[PARAM_INTERMEDIATE_MLM_WEIGHT] = mixture.mlm_weight
     if len(sources) > 1:
-        mixture = trial.intermediate_mixture
         params[PARAM_INTERMEDIATE_SAMPLING] = mixture.sampling
         params[PARAM_INTERMEDIATE_TEMPERATURE] = mixture.temperature
         if mixture.weights:
@@ -232,6 +235,9 @@ def intermediate_cache_fields(trial: TrialConfig) -> dict:
         fields["sampling"] = [mixture.sampling, mixture.temperature]
         if mixture.weights:
             fields["weights"] = list(mixture.weights)
+    # An arm's own MLM weight (absent otherwise, so every earlier key stays the same)
+    if trial.intermediate_mixture is not None and trial.intermediate_mixture.mlm_weight is not None:
+        fields["mlm_weight"] = trial.intermediate_mixture.mlm_weight
     return fields
 
 
