@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Sequence
 
 from xstilts.analysis import plots, questions
-from xstilts.analysis.uncertainty import seed_table
+from xstilts.analysis.uncertainty import example_table, seed_table
 from xstilts.analysis.run_stats import retrieval_layer_table, run_json, run_table
 from xstilts.analysis.records import StudyRecord
 from xstilts.analysis.tables import (NONE, StudySummary, Table, comparison_tables, language_gain_table, language_table,
@@ -153,6 +153,9 @@ def build_sections(summary: StudySummary, compare: Sequence[StudySummary] = (),
     seeds = seed_table(summary)
     if seeds is not None:
         sections.append(Section("Seeds: differences with intervals", [seeds]))
+    examples = example_table(summary, study.tracking_uri) if study is not None else None
+    if examples is not None:
+        sections.append(Section("Examples: differences with intervals", [examples]))
     sections += question_sections(summary, returns_threshold)
     sections.append(Section("Model selection: English dev vs. oracle", [selection_rules_table(summary)]))
     sections.append(Section("Search", [

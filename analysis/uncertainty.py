@@ -128,6 +128,90 @@ def delta_rows(seed_scores: dict[tuple[str, str], dict[tuple, SeedScores]], base
     return rows
 
 
+# ------------------------------------------------------------------------------------------------
+# Over examples: one trial per arm (no seeds needed), its dev examples resampled
+# ------------------------------------------------------------------------------------------------
+
+EXAMPLE_DRAWS = 2_000
+
+
+def _ratio(numerators, denominators):
+    import numpy as np
+
+    return np.where(denominators > 0, 100.0 * numerators / np.where(denominators > 0, denominators, 1), 0.0)
+
+
+def example_interval(treated: dict[str, list], baseline: dict[str, list], draws: int = EXAMPLE_DRAWS,
+                     seed: int = 0) -> Interval | None:
+    """The interval of (treated - baseline) on the mean over languages of the per-language metric
+    (100 x sum of numerators / sum of denominators of the language's examples: a trial's
+    final_examples.json), over the languages both have. Each language's examples are resampled
+    with replacement; where both arms scored the same examples (same count: the same dev file and
+    cap, in file order) with the same indices for both (a paired bootstrap, Koehn 2004), otherwise
+    independently. Percentile interval, `draws` draws, seeded. None without a common language."""
+    import numpy as np
+
+    languages = sorted(set(treated) & set(baseline))
+    if not languages:
+        return None
+    rng = np.random.default_rng(seed)
+    point = np.zeros(1)
+    samples = np.zeros(draws)
+    for language in languages:
+        t, b = np.asarray(treated[language], dtype=float), np.asarray(baseline[language], dtype=float)
+        if not len(t) or not len(b):
+            return None
+        point += _ratio(t[:, 0].sum(), t[:, 1].sum()) - _ratio(b[:, 0].sum(), b[:, 1].sum())
+        picks_t = rng.integers(0, len(t), size=(draws, len(t)))
+        picks_b = picks_t if len(t) == len(b) else rng.integers(0, len(b), size=(draws, len(b)))
+        samples += (_ratio(t[picks_t, 0].sum(1), t[picks_t, 1].sum(1))
+                    - _ratio(b[picks_b, 0].sum(1), b[picks_b, 1].sum(1)))
+    point, samples = point / len(languages), np.sort(samples / len(languages))
+    tail = (1 - LEVEL) / 2
+    return Interval(float(point[0]), _percentile(samples.tolist(), tail), _percentile(samples.tolist(), 1 - tail))
+
+
+def example_table(summary, tracking_uri: str):
+    """The report's table of each arm's difference to the baseline with an interval over the dev
+    examples (English-dev-selected trials, one per arm and target), or None when no selected trial
+    logged its per-example statistics (older trials, retrieval targets)."""
+    from xstilts.analysis.tables import Table
+    from xstilts.mlflow_store.runs import read_json_artifact
+    from xstilts.tasks import NONE
+    from xstilts.tasks.record_schema import EXAMPLE_STATS_ARTIFACT
+
+    def stats(trial):
+        found = read_json_artifact(tracking_uri, trial.run_id, EXAMPLE_STATS_ARTIFACT) if trial else None
+        return found["languages"] if found else None
+
+    rows = []
+    for target in summary.targets:
+        base_cell = summary.cell(NONE, target)
+        base = stats(base_cell.selected if base_cell else None)
+        if base is None:
+            continue
+        for arm in summary.intermediates:
+            cell = summary.cell(arm, target)
+            if arm == NONE or cell is None or cell.selected is None:
+                continue
+            mine = stats(cell.selected)
+            interval = example_interval(mine, base) if mine else None
+            if interval is None:
+                continue
+            verdict = ("gain" if interval.delta > 0 else "loss") if interval.resolved else NOT_RESOLVED
+            rows.append([arm, target, str(len(set(mine) & set(base))), f"{interval.delta:+.2f}",
+                         f"[{interval.low:+.2f}, {interval.high:+.2f}]", verdict])
+    if not rows:
+        return None
+    return Table("example_deltas", "Differences to the baseline with intervals over the dev examples",
+                 ["arm", "target", "languages", "delta", "95% interval", "verdict"], rows,
+                 notes=[f"Each arm's English-dev-selected trial against {NONE}'s, on the mean over the languages both "
+                        "scored of the per-language dev metric. Interval: percentile bootstrap over each language's dev "
+                        f"examples ({EXAMPLE_DRAWS:,} draws; paired: the same resampled examples for both arms), so it "
+                        "covers the evaluation sample's noise, not the training seed's (`seeds: N` gives that). "
+                        "Retrieval targets (no per-example decomposition of BUCC's F1) are not listed."])
+
+
 def seed_table(summary):
     """The report's table of deltas with intervals, or None when no selected configuration has
     two or more seeds (one seed per configuration: nothing to put an interval on)."""

@@ -43,6 +43,21 @@ def tagging_prf(predictions: Sequence[Sequence[str]], labels: Sequence[Sequence[
         }
 
 
+def tagging_sentence_counts(predictions: Sequence[Sequence[str]], labels: Sequence[Sequence[str]]) -> list[tuple[int, int, int]]:
+    """(true positives, false positives, false negatives) of chunks per sentence, chunks as
+    `tagging_prf` reads them (seqeval's default mode): summed, 2tp / (2tp + fp + fn) is its F1."""
+    from seqeval.metrics.sequence_labeling import get_entities
+
+    counts = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        for predicted, gold in zip(predictions, labels):
+            found, wanted = set(get_entities(list(predicted))), set(get_entities(list(gold)))
+            hits = len(found & wanted)
+            counts.append((hits, len(found) - hits, len(wanted) - hits))
+    return counts
+
+
 def token_accuracy(predictions: Sequence[Sequence[str]], labels: Sequence[Sequence[str]],
                    pad: Optional[str] = None) -> dict[str, float]:
     """{"accuracy": 100 x tokens whose predicted tag equals the gold tag / gold tokens}, over all
@@ -154,25 +169,39 @@ def mlqa_f1(prediction: str, reference: str, lang: str) -> float:
 QAQuestion = tuple[Sequence[str], Optional[str]]
 
 
-def _qa_em_f1(questions: Iterable[QAQuestion], tokenize: Callable[[str], list[str]]) -> dict[str, float]:
-    total = 0
-    exact = 0
-    f1_sum: float = 0
+def qa_question_scores(questions: Iterable[QAQuestion], tokenize: Callable[[str], list[str]]) -> list[tuple[float, float]]:
+    """(exact match 0/1, token F1 in [0, 1]) of each question: the max over its references; an
+    unanswered question (prediction None) scores 0 for both."""
+    scores = []
     for references, prediction in questions:
         if isinstance(references, str):
             raise TypeError("reference answers must be a sequence of strings, not one string")
         if not references:
-            raise ValueError(f"question #{total + 1} has no reference answer")
-        total += 1
-        if prediction is None:  # unanswered: 0 for both metrics
+            raise ValueError(f"question #{len(scores) + 1} has no reference answer")
+        if prediction is None:
+            scores.append((0.0, 0.0))
             continue
         predicted = tokenize(prediction)
         refs = [tokenize(r) for r in references]
-        exact += max(predicted == r for r in refs)
-        f1_sum += max(_token_f1(predicted, r) for r in refs)
-    if total == 0:
+        scores.append((float(max(predicted == r for r in refs)), max(_token_f1(predicted, r) for r in refs)))
+    return scores
+
+
+def qa_tokenizer(answer_normalization: str | None, lang: str) -> Callable[[str], list[str]]:
+    """SQuAD's normalisation, or MLQA's for answer language `lang`."""
+    if answer_normalization != "mlqa":
+        return _squad_tokens
+    if lang not in _MLQA_ARTICLES:
+        raise ValueError(f"MLQA normalisation has no rules for language {lang!r}; known: {', '.join(MLQA_LANGUAGES)}")
+    return lambda text: _mlqa_tokens(text, lang)
+
+
+def _qa_em_f1(questions: Iterable[QAQuestion], tokenize: Callable[[str], list[str]]) -> dict[str, float]:
+    scores = qa_question_scores(questions, tokenize)
+    if not scores:
         return {"exact_match": 0.0, "f1": 0.0}
-    return {"exact_match": 100.0 * exact / total, "f1": 100.0 * f1_sum / total}
+    return {"exact_match": 100.0 * sum(e for e, _ in scores) / len(scores),
+            "f1": 100.0 * sum(f for _, f in scores) / len(scores)}
 
 
 def squad_em_f1(questions: Iterable[QAQuestion]) -> dict[str, float]:
@@ -183,9 +212,7 @@ def squad_em_f1(questions: Iterable[QAQuestion]) -> dict[str, float]:
 
 def mlqa_em_f1(questions: Iterable[QAQuestion], lang: str) -> dict[str, float]:
     """MLQA `exact_match` and `f1` (percent) with the normalisation of answer language `lang`."""
-    if lang not in _MLQA_ARTICLES:
-        raise ValueError(f"MLQA normalisation has no rules for language {lang!r}; known: {', '.join(MLQA_LANGUAGES)}")
-    return _qa_em_f1(questions, lambda text: _mlqa_tokens(text, lang))
+    return _qa_em_f1(questions, qa_tokenizer("mlqa", lang))
 
 
 # ---------------------------------------------------------------------------------------------

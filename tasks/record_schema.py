@@ -26,6 +26,10 @@ FINAL_ZERO_SHOT = "final/zero_shot_mean"
 FINAL_DEV_PREFIX = "final/dev/"  # final/dev/<lang>/<metric>
 FINAL_CHANCE_PREFIX = "final/chance/"  # final/chance/<lang>/<metric>: majority-class baseline
 
+# A trial's final per-example statistics ({"metric", "languages": {lang: [[numerator, denominator], ...]}}):
+# the report's intervals over examples resample them.
+EXAMPLE_STATS_ARTIFACT = "final_examples.json"
+
 # Trial params describing what phase 2 and phase 3 trained on (xstilts.trainables.trial.intermediate_params).
 PARAM_INTERMEDIATE_TASK = "intermediate_task"  # as written in the study: a task, "task@lang", a mixture, "none"
 PARAM_INTERMEDIATE_SOURCES = "intermediate_sources"  # comma-joined "task@lang" training splits ("" for none)

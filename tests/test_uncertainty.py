@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 
 import pytest
+from pytest import approx
 
 from xstilts.analysis.uncertainty import SeedScores, _percentile, bootstrap_delta, delta_rows
 
@@ -65,3 +66,76 @@ def test_seeds_option_reaches_the_trial(tmp_path):
     first, third = TrialConfig.from_tune_config(base), TrialConfig.from_tune_config({**base, SEED_INDEX_KEY: 2})
     assert (first.seed, first.seed_index, third.seed, third.seed_index) == (10, 0, 12, 2)
     assert intermediate_cache_fields(first)["seed"] != intermediate_cache_fields(third)["seed"]  # phase 2 per seed
+
+
+# ------------------------------------------------------------------------------------------------
+# Intervals over examples: per-example statistics that reproduce each metric, and the bootstrap
+# ------------------------------------------------------------------------------------------------
+
+def _ratio(stats):
+    return 100.0 * sum(v for v, _ in stats) / sum(w for _, w in stats)
+
+
+def test_example_stats_reproduce_every_decomposable_metric():
+    from xstilts.tasks import get_task
+    from xstilts.tasks.base import MultipleChoiceExample, PairExample, SpanQAExample, TaggingExample
+    from xstilts.tasks.modeling import example_stats, score
+
+    xnli = get_task("xnli")
+    pairs = [PairExample("a", "b", label) for label in ("entailment", "neutral", "contradiction", "neutral")]
+    predicted = ["entailment", "contradiction", "contradiction", "entailment"]
+    assert example_stats(xnli, predicted, pairs) == [(1.0, 1.0), (0.0, 1.0), (1.0, 1.0), (0.0, 1.0)]
+    assert _ratio(example_stats(xnli, predicted, pairs)) == approx(score(xnli, predicted, pairs)["accuracy"]) == 50.0
+
+    # PAN-X chunk F1: sentence 1 finds its PER and a spurious LOC; sentence 2 misses its ORG:
+    # tp 1, fp 1, fn 1 -> F1 = 2 / 4 = 50, as seqeval says
+    panx = get_task("panx")
+    tagged = [TaggingExample(("Ann", "met", "Bo"), ("B-PER", "O", "O")),
+              TaggingExample(("at", "Acme", "Inc"), ("O", "B-ORG", "I-ORG"))]
+    guesses = [["B-PER", "O", "B-LOC"], ["O", "O", "O"]]
+    stats = example_stats(panx, guesses, tagged)
+    assert stats == [(2.0, 3.0), (0.0, 1.0)] and _ratio(stats) == approx(score(panx, guesses, tagged)["f1"]) == 50.0
+
+    # CCG token accuracy: 2 of 3 and 0 of 1 tags right -> 50; a truncated prediction counts as wrong
+    import dataclasses
+
+    ccg = dataclasses.replace(get_task("ccg"), labels=("NP", "S/NP", "N", "PP"))  # its labels come from the data
+    supertags = [TaggingExample(("a", "b", "c"), ("NP", "S/NP", "N")), TaggingExample(("d",), ("PP",))]
+    stats = example_stats(ccg, [["NP", "S/NP"], ["N"]], supertags)
+    assert stats == [(2.0, 3.0), (0.0, 1.0)] and _ratio(stats) == approx(score(ccg, [["NP", "S/NP"], ["N"]], supertags)["accuracy"])
+
+    # QA F1 per question (SQuAD normalisation; MLQA's per language), unanswered = 0
+    # ("the" is an article for SQuAD, not for MLQA's Spanish: F1 of [the red house] vs [red house] = 0.8)
+    for name, language, first in (("xquad", "de", 1.0), ("mlqa", "es", 0.8)):
+        task = get_task(name)
+        questions = [SpanQAExample("q1", "?", "the red house", ("the red house",), (0,)),
+                     SpanQAExample("q2", "?", "a blue car", ("blue car",), (2,)),
+                     SpanQAExample("q3", "?", "x", ("x",), (0,))]
+        answers = {"q1": "red house", "q2": "car"}
+        stats = example_stats(task, answers, questions, language)
+        assert [w for _, w in stats] == [1.0, 1.0, 1.0] and stats[2][0] == 0.0 and stats[0][0] == approx(first)
+        assert _ratio(stats) == approx(score(task, answers, questions, language)["f1"])
+
+    # multiple choice scores like classification, over choice slots
+    copa = get_task("xcopa")
+    chosen = [MultipleChoiceExample("c", ("x", "y"), 1), MultipleChoiceExample("c", ("x", "y"), 0)]
+    assert _ratio(example_stats(copa, ["1", "1"], chosen)) == approx(score(copa, ["1", "1"], chosen)["accuracy"]) == 50.0
+
+
+def test_example_interval_by_hand():
+    from xstilts.analysis.uncertainty import example_interval
+
+    # paired, two examples: treated right on one, baseline on none -> delta 50; the resampled deltas
+    # are 0, 50, 100 with probabilities 1/4, 1/2, 1/4, so the 95 % interval is [0, 100]
+    found = example_interval({"en": [[1, 1], [0, 1]]}, {"en": [[0, 1], [0, 1]]})
+    assert (found.delta, found.low, found.high) == (approx(50.0), approx(0.0), approx(100.0)) and not found.resolved
+    # every example right vs every example wrong: no spread, resolved
+    sure = example_interval({"en": [[1, 1]] * 30, "de": [[1, 1]] * 20}, {"en": [[0, 1]] * 30, "de": [[0, 1]] * 20})
+    assert (sure.delta, sure.low, sure.high) == (100.0, 100.0, 100.0) and sure.resolved
+    # the mean over the languages both have (de only in one arm: left out); identical arms: zero width
+    same = example_interval({"en": [[1, 1], [0, 1], [1, 1]], "de": [[1, 1]]}, {"en": [[1, 1], [0, 1], [1, 1]]})
+    assert (same.delta, same.low, same.high) == (0.0, 0.0, 0.0)
+    assert example_interval({"de": [[1, 1]]}, {"en": [[1, 1]]}) is None
+    # ratio metrics resample (numerator, denominator) pairs: F1 = 2tp / (2tp + fp + fn) summed
+    f1 = example_interval({"en": [[2, 3], [0, 1]]}, {"en": [[0, 1], [0, 1]]})
+    assert f1.delta == approx(50.0) and f1.low <= 0.0 and f1.high == approx(100 * 2 / 3)

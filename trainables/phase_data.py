@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from xstilts.tasks import DataOptions, get_task
 from xstilts.tasks.base import TaskDataError
 from xstilts.tasks.mixture import parse_source, source_name
-from xstilts.tasks.modeling import evaluate, majority_baseline
+from xstilts.tasks.modeling import evaluate_with_stats, majority_baseline
 from xstilts.tasks.record_schema import final_chance, final_dev, summarize_final
 from xstilts.trainables.config import PhaseConfig
 from xstilts.trainables.feature_cache import cached_encode
@@ -32,9 +32,13 @@ class DevSet:
                                          cfg.tokenizer_path, cfg.training.max_length, self.examples)
 
     def score(self, task, model, tokenizer, cfg: PhaseConfig, device) -> dict[str, float]:
+        return self.score_with_stats(task, model, tokenizer, cfg, device)[0]
+
+    def score_with_stats(self, task, model, tokenizer, cfg: PhaseConfig, device):
+        """(scores, per-example (numerator, denominator) of the selection metric, or None)."""
         opts = cfg.training
-        return evaluate(task, model, tokenizer, self.examples, opts.eval_batch_size, device, opts.max_length,
-                        language=self.language, features=self.features)
+        return evaluate_with_stats(task, model, tokenizer, self.examples, opts.eval_batch_size, device, opts.max_length,
+                                   language=self.language, features=self.features)
 
 
 class Source:
@@ -164,8 +168,10 @@ def load_phase_data(cfg: PhaseConfig, tokenizer, rank: int = 0) -> PhaseData:
 
 
 def zero_shot(task, model, tokenizer, cfg: PhaseConfig, options: DataOptions, train_examples, device,
-               dev_en: DevSet | None = None) -> dict[str, float]:
-    """Every language of the target, scored with the shared metrics, plus the majority-class score."""
+               dev_en: DevSet | None = None, stats_out: dict | None = None) -> dict[str, float]:
+    """Every language of the target, scored with the shared metrics, plus the majority-class score.
+    `stats_out`: filled with {language: per-example (numerator, denominator)} of the selection
+    metric where it decomposes (what the report's intervals over examples resample)."""
     results: dict[str, float] = {}
     train = train_examples() if callable(train_examples) else train_examples
     # Languages with no local evaluation file (a partial copy of a benchmark) are left out, and
@@ -173,8 +179,11 @@ def zero_shot(task, model, tokenizer, cfg: PhaseConfig, options: DataOptions, tr
     languages = [l for l in task.languages if l == task.train_language or task.has_data("dev", l, options)]
     for language in languages:
         dev = dev_en if dev_en is not None and language == task.train_language else DevSet(task, language, options, tokenizer, cfg)
-        for name, value in dev.score(task, model, tokenizer, cfg, device).items():
+        scores, stats = dev.score_with_stats(task, model, tokenizer, cfg, device)
+        for name, value in scores.items():
             results[final_dev(language, name)] = value
+        if stats_out is not None and stats is not None:
+            stats_out[language] = stats
         results[final_chance(language, task.metric)] = majority_baseline(task, train, dev.examples, language)[task.metric]
     results.update(summarize_final({l: results[final_dev(l, task.metric)] for l in languages}, task.train_language))
     return results

@@ -55,7 +55,7 @@ import torch
 from xstilts.storage import to_local
 from xstilts.tasks.modeling import batches_by_length, collate, freeze_embeddings, load_model_for_task, pad_sequences
 from xstilts.tasks.mixture import TaskMixture
-from xstilts.tasks.record_schema import EPOCH_EN_DEV, FINAL_PREFIX, INTERMEDIATE_PREFIX, TARGET_EPOCH
+from xstilts.tasks.record_schema import EPOCH_EN_DEV, EXAMPLE_STATS_ARTIFACT, FINAL_PREFIX, INTERMEDIATE_PREFIX, TARGET_EPOCH
 from xstilts.trainables.config import PhaseConfig
 from xstilts.trainables.multitask import build_multitask_model, mask_tokens, mixture_steps, source_probabilities
 from xstilts.trainables.phase_data import PhaseData, Source, load_phase_data, zero_shot
@@ -95,6 +95,21 @@ def _log_to_mlflow(cfg: PhaseConfig, metrics: dict[str, float], step: int, once_
         return True
 
     return call_with_retry(log_once, what=f"logging epoch {step} metrics")
+
+
+def _log_example_stats(cfg: PhaseConfig, metric: str, stats: dict) -> None:
+    """The final evaluation's per-example statistics as a small JSON artifact of the trial's run
+    ({"metric", "languages": {language: [[numerator, denominator], ...]}}, in dev-file order):
+    what the report resamples for intervals over examples."""
+    client = _mlflow_client(cfg)
+    if client is None or not stats:
+        return
+    from xstilts.mlflow_store.retry import call_with_retry
+
+    body = {"metric": metric, "languages": {lang: [[round(v, 6), round(w, 6)] for v, w in pairs]
+                                            for lang, pairs in stats.items()}}
+    call_with_retry(lambda: client.log_dict(cfg.mlflow_run_id, body, EXAMPLE_STATS_ARTIFACT),
+                    what="logging the per-example statistics")
 
 
 def _progress(event: str, **fields) -> None:
@@ -455,8 +470,10 @@ def _end_epoch(model, state: TrainState, data: PhaseData, cfg: PhaseConfig, runt
                 model.load_state_dict(state.stopping["best_model"])
                 metrics[f"{prefix}best_epoch"] = state.stopping["best_epoch"] + 1
             if last and cfg.phase == "target":
+                stats: dict = {}
                 metrics.update(zero_shot(data.task, model, tokenizer, cfg, data.eval_options[data.task.name],
-                                         data.train_examples, runtime.device, data.dev_sets.get(data.task.name)))
+                                         data.train_examples, runtime.device, data.dev_sets.get(data.task.name), stats))
+                _log_example_stats(cfg, data.task.metric, stats)
             _log_to_mlflow(cfg, {k: v for k, v in metrics.items() if not k.startswith(FINAL_PREFIX)}, epoch + 1,
                            once_key=f"{prefix}epoch")
             checkpoint_dir = save_checkpoint(model, tokenizer, data, cfg, state, epoch, last)

@@ -45,6 +45,12 @@ class TaskKind:
     def majority_baseline(self, task: TaskSpec, train_examples: list, examples: list, language: str) -> dict[str, float]:
         raise self.no_head(task)
 
+    def example_stats(self, task: TaskSpec, predictions, examples: list, language: str) -> list[tuple[float, float]] | None:
+        """Per example, (numerator, denominator) with the selection metric = 100 x sum of
+        numerators / sum of denominators: what an interval over examples resamples
+        (xstilts.analysis.uncertainty.example_interval). None: the metric does not decompose."""
+        return None
+
     def no_head(self, task: TaskSpec) -> ValueError:
         return ValueError(f"task {task.name}: kind {task.kind!r} has no training head yet")
 

@@ -47,6 +47,9 @@ class Classification(TaskKind):
     def score(self, task, predictions, examples, language):
         return {"accuracy": accuracy(predictions, [self.as_prediction(task, e.label) for e in examples])}
 
+    def example_stats(self, task, predictions, examples, language):
+        return [(float(p == self.as_prediction(task, e.label)), 1.0) for p, e in zip(predictions, examples)]
+
     def majority_baseline(self, task, train_examples, examples, language):
         top = Counter(e.label for e in train_examples).most_common(1)[0][0]
         return self.score(task, [self.as_prediction(task, top)] * len(examples), examples, language)

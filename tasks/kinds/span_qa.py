@@ -15,7 +15,7 @@ from transformers import AutoModelForQuestionAnswering
 from xstilts.tasks.kinds import TaskKind, register
 from xstilts.tasks.kinds.common import (MAX_ANSWER_LENGTH, N_BEST_SIZE, QAFeatures, check_positions,
                                         effective_doc_stride, forward_batches)
-from xstilts.tasks.metrics import mlqa_em_f1, squad_em_f1
+from xstilts.tasks.metrics import mlqa_em_f1, qa_question_scores, qa_tokenizer, squad_em_f1
 
 
 class SpanQA(TaskKind):
@@ -48,6 +48,10 @@ class SpanQA(TaskKind):
         if task.answer_normalization == "mlqa":
             return mlqa_em_f1(questions, language)
         return squad_em_f1(questions)
+
+    def example_stats(self, task, predictions, examples, language):  # the F1 of each question
+        scores = qa_question_scores(_qa_questions(predictions, examples), qa_tokenizer(task.answer_normalization, language))
+        return [(f1, 1.0) for _, f1 in scores]
 
     def majority_baseline(self, task, train_examples, examples, language):
         answers = Counter(e.answers[0] for e in train_examples if e.answers).most_common(1)

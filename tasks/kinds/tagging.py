@@ -11,7 +11,7 @@ from transformers import AutoModelForTokenClassification
 from xstilts.tasks.kinds import TaskKind, register
 from xstilts.tasks.kinds.common import (IGNORE_INDEX, Features, argmax_predictions, bare_word_start_id,
                                         word_label_positions)
-from xstilts.tasks.metrics import tagging_prf, token_accuracy
+from xstilts.tasks.metrics import tagging_prf, token_accuracy, tagging_sentence_counts
 
 
 class Tagging(TaskKind):
@@ -38,11 +38,22 @@ class Tagging(TaskKind):
 
         return argmax_predictions(task, model, features, pad_token_id, batch_size, device, words)
 
-    def score(self, task, predictions, examples, language):
+    @staticmethod
+    def _padded(task, predictions, examples) -> tuple[list, list]:
         # Words beyond max_length were truncated away and get no prediction: score them as
         # "O"-like misses by padding with the first label, so truncation can only lower the score.
         gold = [list(e.tags) for e in examples]
-        padded = [p + [task.labels[0]] * (len(g) - len(p)) for p, g in zip(predictions, gold)]
+        return [p + [task.labels[0]] * (len(g) - len(p)) for p, g in zip(predictions, gold)], gold
+
+    def example_stats(self, task, predictions, examples, language):
+        padded, gold = self._padded(task, predictions, examples)
+        if task.tag_metric == "accuracy":  # correct tags / tags, per sentence
+            return [(float(sum(p == g for p, g in zip(pred[:len(ref)], ref))), float(len(ref)))
+                    for pred, ref in zip(padded, gold)]
+        return [(2.0 * tp, 2.0 * tp + fp + fn) for tp, fp, fn in tagging_sentence_counts(padded, gold)]
+
+    def score(self, task, predictions, examples, language):
+        padded, gold = self._padded(task, predictions, examples)
         if task.tag_metric == "accuracy":
             return token_accuracy(padded, gold)
         if task.tag_metric == "seqeval":

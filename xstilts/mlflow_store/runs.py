@@ -232,3 +232,24 @@ def _sqlite_child_rows(tracking_uri: str, experiment_id: str, parent_run_id: str
         connection.close()
     return [RunRow(run_id, str(experiment_id), status, start, end, tags[run_id], params[run_id], metrics[run_id])
             for run_id, status, start, end in runs]
+
+
+def read_json_artifact(tracking_uri: str, run_id: str, path: str) -> dict | None:
+    """A run's JSON artifact (e.g. a trial's final_examples.json), or None when it has none."""
+    import json
+    import os
+    import tempfile
+
+    from mlflow.tracking import MlflowClient
+
+    from xstilts.mlflow_store.retry import call_with_retry
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one small file per trial: no bars
+    client = MlflowClient(tracking_uri)
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            local = call_with_retry(lambda: client.download_artifacts(run_id, path, folder), what=f"reading {path}")
+        except Exception:  # noqa: BLE001 - absent (an older trial, a retrieval target): no statistics
+            return None
+        with open(local, encoding="utf-8") as handle:
+            return json.load(handle)
