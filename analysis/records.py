@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 from xstilts.mlflow_store import RunRow, child_rows, study_row, study_rows
-from xstilts.tasks.record_schema import (EPOCH_EN_DEV, FINAL_DEV_PREFIX, FINAL_EN_DEV, TAG_CHECKPOINT, TAG_INTERMEDIATE,
+from xstilts.mlflow_store.runs import TRIAL_KIND
+from xstilts.tasks.record_schema import (EPOCH_EN_DEV, FINAL_DEV_PREFIX, FINAL_EN_DEV, TAG_CHECKPOINT, TAG_INTERMEDIATE, TAG_KIND,
                                  TAG_SELECTION_METRIC, TAG_STUDY, TAG_TARGET, TAG_TRIAL_ID)
 
 
@@ -94,9 +95,11 @@ def list_studies(tracking_uri: str, experiment: str) -> list[StudyRecord]:
 
 def iter_trials(study: StudyRecord, page_size: int = 1000) -> Iterator[TrialRecord]:
     """The study's trial runs, streamed (xstilts.mlflow_store.child_rows: MLflow's paginated
-    search, or plain queries on a sqlite store)."""
+    search, or plain queries on a sqlite store). Other runs nested under the study's run (their
+    TAG_KIND says what they are, e.g. `xstilts align`'s) are not trials."""
     for row in child_rows(study.tracking_uri, study.experiment_id, study.run_id, page_size):
-        yield _record(row)
+        if row.tags.get(TAG_KIND, TRIAL_KIND) == TRIAL_KIND:
+            yield _record(row)
 
 
 def _record(row: RunRow) -> TrialRecord:

@@ -157,6 +157,9 @@ def build_sections(summary: StudySummary, compare: Sequence[StudySummary] = (),
     if examples is not None:
         sections.append(Section("Examples: differences with intervals", [examples]))
     sections += question_sections(summary, returns_threshold)
+    if study is not None:  # seed question 002: alignment before/after each intermediate task (`xstilts align`)
+        from xstilts.analysis.alignment import add_to_report
+        add_to_report(sections, study, Section)
     sections.append(Section("Model selection: English dev vs. oracle", [selection_rules_table(summary)]))
     sections.append(Section("Search", [
         *_figure("lr_sensitivity", "English dev score against the target learning rate (log scale), per intermediate "

@@ -70,6 +70,14 @@ def _parser() -> argparse.ArgumentParser:
     rank_module.add_arguments(like_run(
         "rank", "rank the intermediate tasks per target by transferability, before training them", rank_module.DESCRIPTION))
 
+    from xstilts.study import align as align_module
+
+    align = sub.add_parser("align", help="alignment with English per language, before and after each intermediate task",
+                           description=align_module.DESCRIPTION,
+                           epilog="Example: xstilts align --study my-study --languages sw,ur,fi --pairs 500")
+    _add_study_args(align)
+    align_module.add_arguments(align)
+
     cache = sub.add_parser("cache", help="list or prune the phase and feature caches of a storage path",
                            description=cache_admin.DESCRIPTION)
     cache_admin.add_arguments(cache)
@@ -557,7 +565,7 @@ def _tracking_store_exists(uri: str) -> bool:
 
 COMMANDS = {"run": cmd_run, "validate": cmd_validate, "resume": cmd_resume, "analyze": cmd_analyze, "export": cmd_export, "report": cmd_report, "evaluate": cmd_evaluate,
             "plan": lambda args: _delegate("plan", args), "cache": lambda args: _delegate("cache", args),
-            "rank": lambda args: _delegate("rank", args),
+            "rank": lambda args: _delegate("rank", args), "align": lambda args: _delegate("align", args),
             "build-model": lambda args: __import__("xstilts.trainables.offline_e5", fromlist=["main"]).main(args)}
 
 
@@ -565,6 +573,10 @@ def _delegate(command: str, args) -> int:
     """`plan`, `rank` and `cache` live in their own modules (xstilts.study.plan, .rank, .cache_admin)."""
     from xstilts.study import cache_admin, plan, rank
 
+    if command == "align":  # xstilts.study.align
+        from xstilts.study import align
+
+        return align.main(args)
     return {"plan": plan.main, "rank": rank.main, "cache": cache_admin.main}[command](args)
 
 

@@ -57,6 +57,26 @@ STUDY_WALL_SECONDS = "study_wall_seconds"
 STUDY_SESSION_SECONDS = "study_session_seconds"
 STUDY_SESSIONS = "study_sessions"
 
+# `xstilts align` (xstilts.study.align): one run nested under the study's parent run (TAG_KIND =
+# ALIGN_KIND; analysis reads trials as the parent's children of kind "trial" or untagged) with,
+# per encoder and language, how that language's sentences align with their English parallels:
+# metrics align/<encoder>/<language>/<score> (`align_metric`), <encoder> = ALIGN_BASE (the
+# pretrained, phase-1 encoder) or a cached phase-2 encoder (`align_encoder`); <language> = a
+# language code or ALIGN_MEAN (the mean over the languages). Every pair's values are in the
+# run's artifact ALIGN_ARTIFACT, which the report reads for its bootstrap intervals.
+ALIGN_KIND = "align"
+ALIGN_PREFIX = "align/"
+ALIGN_BASE = "none"
+ALIGN_MEAN = "mean"
+ALIGN_ACCURACY = "accuracy"  # English -> language top-1 retrieval accuracy, in percent
+ALIGN_COSINE_GAP = "cosine_gap"  # mean cosine of parallel pairs minus mean cosine of non-parallel pairs
+ALIGN_ARTIFACT = "alignment.json"
+PARAM_ALIGN_TASK = "align_task"  # where the parallel sentences come from (a retrieval task)
+PARAM_ALIGN_SPLIT = "align_split"
+PARAM_ALIGN_LAYER = "align_layer"  # the hidden_states index mean-pooled
+PARAM_ALIGN_MAX_PAIRS = "align_max_pairs"  # parallel pairs per language, at most
+PARAM_ALIGN_ENCODERS = "align_encoders"  # comma-joined <encoder> names measured
+
 
 def final_dev(language: str, metric: str) -> str:
     """The final score of one language: final/dev/<lang>/<metric>."""
@@ -80,3 +100,20 @@ def summarize_final(scores: dict[str, float], train_language: str) -> dict[str, 
     if train_language in scores:
         summary[FINAL_EN_DEV] = scores[train_language]
     return summary
+
+
+def align_encoder(intermediate: str, learning_rate: float | None = None, seed_index: int = 0) -> str:
+    """The <encoder> segment of an `align_metric`: ALIGN_BASE for the phase-1 encoder (`none`),
+    else `<intermediate>_lr<lr>` (and `_seed<k>` for repeat k > 0 of the study's `seeds`); a
+    character MLflow refuses in a metric key (e.g. the "@" of task@lang) becomes "_"."""
+    if intermediate == ALIGN_BASE:
+        return ALIGN_BASE
+    name = "".join(c if (c.isascii() and c.isalnum()) or c in "_.-" else "_" for c in intermediate)
+    if learning_rate is not None:
+        name += f"_lr{learning_rate:g}"
+    return name + (f"_seed{seed_index}" if seed_index else "")
+
+
+def align_metric(encoder: str, language: str, score: str) -> str:
+    """align/<encoder>/<language>/<score>."""
+    return f"{ALIGN_PREFIX}{encoder}/{language}/{score}"
