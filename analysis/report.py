@@ -116,6 +116,10 @@ def question_sections(summary: StudySummary, returns_threshold: float = question
     types = questions.intermediate_types(summary)
     if types is not None:
         sections.append(Section("Intermediate tasks by type", [questions.types_table(types, summary)]))
+    from xstilts.analysis.multimodal import multimodal_blocks  # search_spaces/multimodal_nli.yaml
+
+    if blocks := multimodal_blocks(summary):
+        sections.append(Section("Multimodal targets: intermediate vs none", blocks))
     return sections
 
 
@@ -258,7 +262,10 @@ def write_report(summary: StudySummary, out_dir: str | Path, study: StudyRecord 
     html_path, md_path, json_path = out / HTML_NAME, out / MARKDOWN_NAME, out / JSON_NAME
     html_path.write_text(render_html(summary, sections, meta), encoding="utf-8")
     md_path.write_text(render_markdown(summary, sections, meta), encoding="utf-8")
+    from xstilts.analysis.multimodal import multimodal_json
+
     data = {"study": summary_json(summary), "questions": questions.questions_json(summary, returns_threshold),
+            "multimodal": multimodal_json(summary),
             "compare": [summary_json(s) for s in compare], "run": run_json(summary.run, study)}
     json_path.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
     return ReportFiles(html_path, md_path, json_path, tuple(images))

@@ -158,6 +158,13 @@ def _parser() -> argparse.ArgumentParser:
                              "below which more languages are not worth it; the report names the language count "
                              "from which the gain drops below it (default: 0.5)")
 
+    from xstilts.study import predict as predict_module
+
+    predict = sub.add_parser("predict", help="write the selected models' test predictions in XTREME's submission layout",
+                             description=predict_module.DESCRIPTION, epilog=predict_module.EPILOG)
+    _add_study_args(predict)
+    predict_module.add_arguments(predict)
+
     evaluate = sub.add_parser("evaluate", help="score XTREME prediction folders like the official evaluate.py",
                               description="Score a prediction folder against a label folder in the layout and file "
                                           "formats of XTREME's official evaluate.py; print one JSON object with "
@@ -542,12 +549,12 @@ def cmd_export(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from xstilts.tasks.xtreme_eval import OFFICIAL_LANGUAGES, EvaluationInputError, nothing_to_score, score_folders
+    from xstilts.tasks.xtreme_eval import OFFICIAL_LANGUAGES, STAND_INS, EvaluationInputError, nothing_to_score, score_folders
 
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks is not None else None
     try:
         result = score_folders(args.prediction_folder, args.label_folder, tasks)
-        if not any(task in result for task in OFFICIAL_LANGUAGES):
+        if not any(task in result for task in [*OFFICIAL_LANGUAGES, *STAND_INS]):
             raise EvaluationInputError(nothing_to_score(args.prediction_folder, args.label_folder, tasks))
     except EvaluationInputError as error:
         return _bad_input("evaluate", str(error))
@@ -565,7 +572,8 @@ def _tracking_store_exists(uri: str) -> bool:
 
 COMMANDS = {"run": cmd_run, "validate": cmd_validate, "resume": cmd_resume, "analyze": cmd_analyze, "export": cmd_export, "report": cmd_report, "evaluate": cmd_evaluate,
             "plan": lambda args: _delegate("plan", args), "cache": lambda args: _delegate("cache", args),
-            "rank": lambda args: _delegate("rank", args), "align": lambda args: _delegate("align", args),
+            "rank": lambda args: _delegate("rank", args), "predict": lambda args: _delegate("predict", args),
+            "align": lambda args: _delegate("align", args),
             "build-model": lambda args: __import__("xstilts.trainables.offline_e5", fromlist=["main"]).main(args)}
 
 
@@ -577,6 +585,10 @@ def _delegate(command: str, args) -> int:
         from xstilts.study import align
 
         return align.main(args)
+    if command == "predict":  # xstilts.study.predict
+        from xstilts.study import predict
+
+        return predict.main(args)
     return {"plan": plan.main, "rank": rank.main, "cache": cache_admin.main}[command](args)
 
 

@@ -105,7 +105,7 @@ class DataOptions:
             if not isinstance(key, str) or not _FILES_KEY.fullmatch(key):
                 raise ValueError(
                     f"DataOptions.files: bad key {key!r}; use '<task>:<split>' or '<task>:<split>:<language>' "
-                    "with split 'train' or 'dev', e.g. 'xnli:train'"
+                    "with split 'train', 'dev' or 'test', e.g. 'xnli:train'"
                 )
             if not isinstance(value, str) or not value:
                 raise ValueError(f"DataOptions.files[{key!r}] must be a non-empty path string, got {value!r}")
@@ -118,11 +118,18 @@ class DataOptions:
         return None if value is None else value.replace("{lang}", language)
 
 
-_FILES_KEY = re.compile(r"[a-z0-9_]+:(train|dev)(:[A-Za-z0-9_-]+)?")
+_FILES_KEY = re.compile(r"[a-z0-9_]+:(train|dev|test)(:[A-Za-z0-9_-]+)?")
 
 
-# A loader returns the examples of one split ("train" or "dev") of one language.
+# A loader returns the examples of one split ("train", "dev" or, where the task defines it,
+# "test") of one language.
 Loader = Callable[[str, str, DataOptions], list]
+
+# Every task reads "train" and "dev". "test" (what `xstilts predict` writes submission files for)
+# only where the task defines test data: TaskSpec.splits, by default the loader's `splits`
+# attribute (the generated tasks' loaders carry one) or these two.
+BASE_SPLITS = ("train", "dev")
+SPLITS_WITH_TEST = ("train", "dev", "test")
 
 
 @dataclass(frozen=True)
@@ -171,10 +178,21 @@ class TaskSpec:
     # For tasks whose label set comes from the data (CCG supertags): options -> labels. `labels`
     # is then empty until `resolved(options)` fills it in.
     label_source: Callable[[DataOptions], tuple[str, ...]] | None = field(default=None, repr=False, compare=False)
+    # The splits the loader reads (BASE_SPLITS, or SPLITS_WITH_TEST where the task defines test
+    # data); None: the loader's own `splits` attribute, else BASE_SPLITS. "dev" is what a
+    # language is evaluated on zero-shot during a study; "test" only what `xstilts predict` reads.
+    splits: tuple[str, ...] | None = None
+
+    @property
+    def available_splits(self) -> tuple[str, ...]:
+        return self.splits if self.splits is not None else tuple(getattr(self.loader, "splits", BASE_SPLITS))
 
     def _check(self, split: str, language: str) -> None:
-        if split not in ("train", "dev"):
-            raise ValueError(f"task {self.name}: unknown split {split!r}; use 'train' or 'dev'")
+        if split not in self.available_splits:
+            known = self.available_splits
+            raise ValueError(f"task {self.name}: unknown split {split!r}; use "
+                             + " or ".join(repr(s) for s in known)
+                             + (" (this task defines no test data)" if split == "test" else ""))
         if language not in self.languages and language != self.train_language:
             raise ValueError(
                 f"task {self.name} has no language {language!r}; it has {', '.join(self.languages)}"

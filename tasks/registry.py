@@ -63,6 +63,12 @@ from xstilts.tasks.xtreme_tasks import TARGET_TASKS  # noqa: E402
 for _task in TARGET_TASKS + INTERMEDIATE_TASKS:
     register(_task)
 
+# The multimodal targets (IGLUE's XVNLI and MaRVL, and their synthetic counterparts).
+from xstilts.tasks.multimodal_tasks import MULTIMODAL_TASKS  # noqa: E402
+
+for _task in MULTIMODAL_TASKS:
+    register(_task)
+
 TARGET_TASK_NAMES: tuple[str, ...] = tuple(t.name for t in TARGET_TASKS)
 INTERMEDIATE_TASK_NAMES: tuple[str, ...] = tuple(t.name for t in INTERMEDIATE_TASKS)
 

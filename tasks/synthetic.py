@@ -17,13 +17,16 @@ Tasks (all generated from a seed, so every process regenerates exactly the same 
   synthetic_qqp    intermediate, English paraphrase detection (duplicate / not_duplicate)
   synthetic_squad  intermediate, SQuAD-like extractive QA in all four languages ("who <verb>s in
                    <place>?" / "where <verb>s <person>?" over a three-sentence context)
+  synthetic_xvnli  target, XVNLI-like visual NLI: region features of synthetic scenes (object
+                   prototypes) and hypotheses in the four languages (section "Multimodal" below)
+  synthetic_marvl  target, MaRVL-like true/false statements about a pair of synthetic images
 """
 from __future__ import annotations
 
 import hashlib
 import random
 
-from xstilts.tasks.base import DataOptions, PairExample, SpanQAExample, TaggingExample
+from xstilts.tasks.base import SPLITS_WITH_TEST, DataOptions, PairExample, SpanQAExample, TaggingExample
 
 LANGUAGES = ("en", "near", "mid", "far")
 _SHARED_FRACTION = {"en": 1.0, "near": 0.7, "mid": 0.3, "far": 0.0}
@@ -180,7 +183,9 @@ def _qa_example(rng: random.Random, language: str) -> SpanQAExample:
 
 
 _GENERATORS = {"nli": _nli_example, "paraphrase": _paraphrase_example, "ner": _ner_example, "qa": _qa_example}
-_SIZES = {"train": 1000, "dev": 300}
+# "test" is generated like "dev", from its own seed (the split name is part of it): the held-out
+# split `xstilts predict` writes submission files for (xstilts.tasks.base.SPLITS_WITH_TEST).
+_SIZES = {"train": 1000, "dev": 300, "test": 300}
 # Sentence-level label noise (as annotators disagree on real data): keeps scores off the ceiling,
 # so learning rates and intermediate tasks make a visible difference.
 _LABEL_NOISE = 0.12
@@ -210,6 +215,7 @@ def synthetic_loader(generator: str, salt: str):
                         for i, e in enumerate(examples)]
         return examples
 
+    load.splits = SPLITS_WITH_TEST
     return load
 
 
@@ -248,5 +254,166 @@ def synthetic_retrieval_loader(salt: str, size: int = 200):
         ids = tuple(str(i) for i in range(n))
         return [RetrievalCorpus(ids, tuple(p[0] for p in pairs), ids, tuple(p[1] for p in pairs),
                                 tuple((i, i) for i in ids))]
+
+    load.splits = SPLITS_WITH_TEST
+    return load
+
+
+# ---------------------------------------------------------------------------------------------
+# Multimodal: synthetic images as region features, hypotheses in the synthetic languages
+# ---------------------------------------------------------------------------------------------
+#
+# An "image" is a scene: a subject and an object (each a noun with an adjective), what the
+# subject does (a verb, pictured as a relation region, as a region of two people shaking hands
+# would be) and one or two distractor objects. Its regions are the feature vectors an object
+# detector would give: each object region is the sum of its noun's and its adjective's
+# prototype (fixed sparse non-negative vectors of IGLUE's 2048 dimensions, like pooled CNN
+# features) plus noise; the verb region is the verb's prototype; one background region is noise
+# only. Boxes and image sizes are random. The image id spells the scene, so any process rebuilds
+# the same features from the id alone (`SyntheticImageStore`), the way a worker reads a real
+# store by id.
+#
+# synthetic_xvnli (visual NLI, XVNLI-like; the image is the premise) labels a hypothesis, a
+# clause in the example's language, like synthetic_xnli labels its hypotheses:
+#   entailment     "the S V the O" or "the S V the A O" (A the object's adjective in the image)
+#   neutral        "the S V the A' O" (another adjective than the image shows)
+#   contradiction  "the S not V the O", or "the S V the X" with X nowhere in the image
+# so the text alone decides some cases ("not") and the image the others. synthetic_marvl
+# (MaRVL-like) labels a statement about a left and a right image true or false.
+
+_MM_PROTOTYPE_ACTIVE = 48  # non-zero dimensions of a prototype
+_MM_NOISE = 0.15
+# The pictured world is smaller than the text's (a few objects and attributes seen often), so a
+# tiny study learns which region goes with which word from a few hundred English examples.
+VISUAL_NOUNS = NOUNS[:8]
+VISUAL_ADJECTIVES = ADJECTIVES[:4]
+
+
+def _prototype(name: str):
+    import numpy as np
+
+    from xstilts.tasks.iglue import FEATURE_DIM
+
+    rng = np.random.default_rng(int(hashlib.sha256(f"prototype:{name}".encode()).hexdigest()[:16], 16))
+    vector = np.zeros(FEATURE_DIM, dtype=np.float32)
+    vector[rng.choice(FEATURE_DIM, _MM_PROTOTYPE_ACTIVE, replace=False)] = rng.uniform(1.0, 3.0, _MM_PROTOTYPE_ACTIVE)
+    return vector
+
+
+def _scene_id(key: str, objects: list[tuple[str, str]], verb: str) -> str:
+    """An image id that spells its scene: "<key>|noun.adj,noun.adj,...|verb"."""
+    return f"{key}|{','.join(f'{noun}.{adjective}' for noun, adjective in objects)}|{verb}"
+
+
+def _parse_scene(image_id: str) -> tuple[list[tuple[str, str]], str]:
+    try:
+        _, objects, verb = image_id.rsplit("|", 2)
+        pairs = [tuple(item.split(".")) for item in objects.split(",")]
+    except ValueError:
+        raise ValueError(f"{image_id!r} is not a synthetic image id") from None
+    if verb not in VERBS or not pairs or any(len(p) != 2 or p[0] not in NOUNS or p[1] not in ADJECTIVES for p in pairs):
+        raise ValueError(f"{image_id!r} is not a synthetic image id")
+    return [(noun, adjective) for noun, adjective in pairs], verb
+
+
+class SyntheticImageStore:
+    """The synthetic tasks' feature store: region features rebuilt from the image id (same
+    interface as `xstilts.tasks.iglue.FeatureStore`)."""
+
+    def __init__(self, spec):
+        self.spec, self.name = spec, f"synthetic:{spec.path}"
+
+    def missing(self, image_ids) -> set[str]:
+        absent = set()
+        for image in image_ids:
+            try:
+                _parse_scene(image)
+            except ValueError:
+                absent.add(image)
+        return absent
+
+    def raw(self, image_id: str):
+        import numpy as np
+
+        objects, verb = _parse_scene(image_id)
+        rng = np.random.default_rng(int(hashlib.sha256(f"image:{image_id}".encode()).hexdigest()[:16], 16))
+        vectors = [_prototype(f"noun:{noun}") + _prototype(f"adjective:{adjective}") for noun, adjective in objects]
+        vectors.append(_prototype(f"verb:{verb}"))
+        vectors.append(np.zeros_like(vectors[0]))  # background
+        features = np.stack(vectors)
+        features += np.abs(rng.normal(0.0, _MM_NOISE, features.shape)).astype(np.float32)
+        features = features[rng.permutation(len(features))]
+        height, width = float(rng.integers(300, 640)), float(rng.integers(300, 640))
+        corners = rng.uniform(0.0, 1.0, (len(features), 2, 2))
+        low, high = corners.min(axis=1), corners.max(axis=1)
+        boxes = np.concatenate([low, high], axis=1) * np.array([width, height, width, height])
+        return features.astype(np.float32), boxes.astype(np.float32), height, width
+
+    def regions(self, image_id: str):
+        from xstilts.tasks.iglue import prepare_regions
+
+        features, boxes, height, width = self.raw(image_id)
+        return prepare_regions(features, boxes, height, width, self.spec.max_regions, self.spec.global_region)
+
+
+def _scene(rng: random.Random, distractors: int) -> tuple[list[tuple[str, str]], str]:
+    """[(subject noun, adj), (object noun, adj), distractors...], verb: distinct nouns."""
+    nouns = rng.sample(VISUAL_NOUNS, 2 + distractors)
+    return [(noun, rng.choice(VISUAL_ADJECTIVES)) for noun in nouns], rng.choice(VERBS)
+
+
+def _visual_nli_example(rng: random.Random, language: str, key: str, store: str):
+    from xstilts.tasks.iglue import MultimodalExample
+
+    objects, verb = _scene(rng, rng.choice((1, 2)))
+    (subject, _), (obj, adjective) = objects[0], objects[1]
+    label = rng.choice(("entailment", "neutral", "contradiction"))
+    negated, shown = False, None
+    if label == "entailment":
+        shown = adjective if rng.random() < 0.5 else None
+    elif label == "neutral":
+        shown = rng.choice([a for a in VISUAL_ADJECTIVES if a != adjective])
+    elif rng.random() < 0.5:
+        negated = True
+    else:
+        obj = rng.choice([n for n in VISUAL_NOUNS if n not in {noun for noun, _ in objects}])
+    hypothesis = _clause(rng, language, _noun_phrase(rng, subject, None), verb, _noun_phrase(rng, obj, shown), negated)
+    return MultimodalExample(_render(hypothesis, language), (_scene_id(key, objects, verb),), label, store, key)
+
+
+def _visual_reasoning_example(rng: random.Random, language: str, key: str, store: str):
+    """A statement "the S V the A O" about a left and a right image: true when one of them shows
+    it; false when the adjective or the object differs from both."""
+    from xstilts.tasks.iglue import MultimodalExample
+
+    scenes = [_scene(rng, 1), _scene(rng, 1)]
+    objects, verb = scenes[rng.randrange(2)]
+    (subject, _), (obj, adjective) = objects[0], objects[1]
+    label = rng.choice(("true", "false"))
+    if label == "false":
+        described = {(o[0][0], v, o[1][0], o[1][1]) for o, v in scenes}
+        while (subject, verb, obj, adjective) in described:
+            adjective = rng.choice(VISUAL_ADJECTIVES)
+    statement = _clause(rng, language, _noun_phrase(rng, subject, None), verb, _noun_phrase(rng, obj, adjective))
+    images = tuple(_scene_id(f"{key}-img{i}", o, v) for i, (o, v) in enumerate(scenes))
+    return MultimodalExample(_render(statement, language), images, label, store, key)
+
+
+_MM_GENERATORS = {"visual_nli": _visual_nli_example, "visual_reasoning": _visual_reasoning_example}
+
+
+def synthetic_multimodal_loader(generator: str, salt: str):
+    """A TaskSpec loader of synthetic multimodal examples (`MultimodalExample`, features from
+    `SyntheticImageStore`); the same scenes in every language, the text in that language."""
+    from xstilts.tasks.iglue import StoreSpec
+
+    store = StoreSpec("synthetic", salt).to_string()
+
+    def load(split: str, language: str, options: DataOptions) -> list:
+        # The scenes do not depend on the language (a test set's images are shared by its languages).
+        seed = f"{salt}:{generator}:{split}:{options.seed}"
+        rng = random.Random(int(hashlib.sha256(seed.encode()).hexdigest(), 16))
+        size = _SIZES[split] if options.max_examples is None else min(_SIZES[split], options.max_examples)
+        return [_MM_GENERATORS[generator](rng, language, f"{salt}-{split}-{i}", store) for i in range(size)]
 
     return load

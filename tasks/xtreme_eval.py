@@ -57,6 +57,30 @@ TASK_GROUPS: dict[str, tuple[str, ...]] = {
     "retrieval": ("bucc2018", "tatoeba"),
 }
 
+# The embedded default's synthetic stand-ins for XTREME tasks (xstilts.tasks.synthetic): a folder of
+# this name is scored in the file format and metrics of the XTREME task it imitates, over its own
+# (synthetic) languages, so `xstilts predict` + `evaluate` work end to end on the embedded default.
+# They belong to no group and never count towards all_task.
+STAND_INS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "synthetic_xnli": ("xnli", ("en", "near", "mid", "far")),
+    "synthetic_panx": ("panx", ("en", "near", "mid", "far")),
+    "synthetic_tatoeba": ("tatoeba", ("near", "mid", "far")),
+}
+
+
+def task_format(task: str) -> str | None:
+    """The XTREME task whose folder format and metrics `task`'s folder has (itself for the nine,
+    the imitated task for a stand-in); None for any other name."""
+    if task in OFFICIAL_LANGUAGES:
+        return task
+    return STAND_INS[task][0] if task in STAND_INS else None
+
+
+def scored_languages(task: str) -> tuple[str, ...]:
+    """The languages whose files are scored in `task`'s folder."""
+    return OFFICIAL_LANGUAGES[task] if task in OFFICIAL_LANGUAGES else STAND_INS[task][1]
+
+
 _QA_TASKS = frozenset(TASK_GROUPS["qa"])
 
 # XTREME-R (Ruder et al. 2021, "XTREME-R: Towards More Challenging and Nuanced Multilingual
@@ -321,12 +345,12 @@ _SCORERS: dict[str, Callable[[str, str, str], dict[str, float]]] = {
 
 def _selected_tasks(tasks: list[str] | str | None) -> set[str]:
     if tasks is None:
-        return set(OFFICIAL_LANGUAGES)
+        return set(OFFICIAL_LANGUAGES) | set(STAND_INS)
     names = tasks.split(",") if isinstance(tasks, str) else list(tasks)
     selected = set()
     for name in names:
         name = str(name).strip()
-        if name not in OFFICIAL_LANGUAGES:
+        if task_format(name) is None:
             raise EvaluationInputError(
                 f"unknown task {name!r} in tasks; known tasks: {', '.join(OFFICIAL_LANGUAGES)}"
             )
@@ -339,9 +363,10 @@ def _mean(values: list[float]) -> float:
 
 
 def _score_task(task: str, prediction_dir: str, label_dir: str) -> dict[str, Any]:
+    languages, task = scored_languages(task), task_format(task)  # a stand-in is scored as the task it imitates
     extension = file_extension(task)
     per_language: dict[str, dict[str, float]] = {}
-    for lang in OFFICIAL_LANGUAGES[task]:
+    for lang in languages:
         name = f"test-{lang}.{extension}"
         label_file = os.path.join(label_dir, name)
         if not os.path.exists(label_file):
@@ -355,7 +380,7 @@ def _score_task(task: str, prediction_dir: str, label_dir: str) -> dict[str, Any
     if not per_language:
         raise EvaluationInputError(
             f"{label_dir}: no label file for any {task} language (expected test-<lang>.{extension} with <lang> "
-            f"one of {' '.join(OFFICIAL_LANGUAGES[task])})"
+            f"one of {' '.join(languages)})"
         )
 
     names = TASK_METRICS[task]
@@ -384,7 +409,7 @@ def score_folders(prediction_folder: str, label_folder: str, tasks: list[str] | 
             raise EvaluationInputError(f"{role} folder {folder} does not exist or is not a directory")
 
     result: dict[str, Any] = {}
-    for task in OFFICIAL_LANGUAGES:
+    for task in [*OFFICIAL_LANGUAGES, *STAND_INS]:
         if task not in selected:
             continue
         prediction_dir = os.path.join(prediction_folder, task)

@@ -12,17 +12,24 @@ One TaskSpec per task, each with one loader and two sources:
 "dev" is the labelled data a language is evaluated on zero-shot (and, for the training
 language, the data models are selected on). XTREME's own test files carry no labels, so
 "dev" is never one of them.
+
+"test" (the nine XTREME tasks; TaskSpec.splits) is what `xstilts predict` writes submission
+files for: the test sets of the original releases (labelled) and XTREME's download layout, and
+the hub's test split. Where XTREME evaluates on a set this module already reads as "dev" (XQuAD,
+TyDiQA-GoldP's dev set, Tatoeba, and UD treebanks without a dev file), "test" is that set too.
 """
 from __future__ import annotations
 
 import os
 import re
 
-from xstilts.tasks.base import DataOptions, MultipleChoiceExample, RetrievalCorpus, TaggingExample, TaskDataError, TaskSpec
+from xstilts.tasks.base import (SPLITS_WITH_TEST, DataOptions, MultipleChoiceExample, RetrievalCorpus, TaggingExample,
+                                TaskDataError, TaskSpec)
 from xstilts.tasks.formats import (class_name, data_error, hub_pairs, hub_split_names, hub_splits, hub_squad, lareqa_corpus,
                            local_or_hub, pair_examples, read_bucc, read_conllu, read_copa, read_mewsli_entities,
                            read_mewsli_mentions, read_pairs, read_squad, read_tatoeba, read_token_tags, resolve_files,
                            unique_question_ids)
+from xstilts.tasks.formats import _read_id_sentences  # BUCC's "<id>TAB<sentence>" files (a test set has no gold)
 from xstilts.tasks.xtreme_eval import OFFICIAL_LANGUAGES
 
 NLI_LABELS = ("entailment", "neutral", "contradiction")
@@ -64,6 +71,11 @@ def _no_train(task: str, why: str) -> TaskDataError:
                          f"evaluated with the phase-2 encoder, not trained)")
 
 
+def _hub_split(split: str) -> tuple[str, ...]:
+    """The hub split(s) our split reads: train -> train, dev -> validation, test -> test."""
+    return ("test",) if split == "test" else hub_split_names(split)
+
+
 def _is_dev_file(path: str) -> bool:
     return re.search(r"(^|[._-])dev([._-]|$)", os.path.basename(path)) is not None
 
@@ -79,6 +91,8 @@ def _xnli_locate(split: str, language: str, options: DataOptions) -> tuple[str, 
     if split == "train":
         candidates = ["xnli/train-{lang}.tsv", "xnli/XNLI-MT-1.0/multinli/multinli.train.{lang}.tsv",
                       "xnli/test-{lang}.labeled.tsv"]
+    elif split == "test":  # XNLI-1.0's labelled test set, then XTREME's test-<lang>.tsv (labels removed)
+        candidates = ["xnli/XNLI-1.0/xnli.test.tsv", "xnli/{lang}.test.tsv", "xnli/test-{lang}.tsv"]
     else:
         candidates = ["xnli/dev-{lang}.tsv", "xnli/XNLI-1.0/xnli.dev.tsv", "xnli/{lang}.dev.tsv"]
     return resolve_files("xnli", split, language, options, candidates, _XNLI_FIX)
@@ -94,13 +108,13 @@ def _read_pairs(labels, label_map=None, skip=()):
 
 
 def _xnli_hub(split: str, language: str) -> list:
-    return hub_pairs("xnli", "facebook/xnli", language, hub_split_names(split), "premise", "hypothesis", NLI_LABELS)
+    return hub_pairs("xnli", "facebook/xnli", language, _hub_split(split), "premise", "hypothesis", NLI_LABELS)
 
 
 XNLI = TaskSpec(
     name="xnli", kind="classification", languages=OFFICIAL_LANGUAGES["xnli"], labels=NLI_LABELS, metric="accuracy",
     loader=local_or_hub("xnli", _xnli_locate, _read_pairs(NLI_LABELS, NLI_LABEL_MAP), _xnli_hub), max_length=128,
-    hub=("facebook/xnli",), locate=_xnli_locate,
+    hub=("facebook/xnli",), locate=_xnli_locate, splits=SPLITS_WITH_TEST,
     description="XNLI (Conneau et al. 2018): sentence-pair NLI, trained in English, evaluated zero-shot in 15 languages.",
 )
 
@@ -116,6 +130,10 @@ _PAWSX_TRAIN = ["pawsx/train-{lang}.tsv", "pawsx/x-final/{lang}/train.tsv", "paw
 def _pawsx_locate(split: str, language: str, options: DataOptions) -> tuple[str, ...]:
     if split == "train":
         return resolve_files("pawsx", split, language, options, _PAWSX_TRAIN, _PAWSX_FIX)
+    if split == "test":  # the release's labelled test_2k, then XTREME's test-<lang>.tsv (labels removed)
+        return resolve_files("pawsx", split, language, options,
+                             ["pawsx/x-final/{lang}/test_2k.tsv", "pawsx/{lang}.test.tsv", "pawsx/test-{lang}.hf-labeled.tsv",
+                              "pawsx/test-{lang}.labeled.tsv", "pawsx/test-{lang}.tsv"], _PAWSX_FIX)
     # PAWS-X dev/test sets are translations of the English dev/test sets: when the English
     # training data is itself a dev file (the shared samples), evaluate on the test files only.
     try:
@@ -134,14 +152,14 @@ def _pawsx_locate(split: str, language: str, options: DataOptions) -> tuple[str,
 
 
 def _pawsx_hub(split: str, language: str) -> list:
-    return hub_pairs("pawsx", "google-research-datasets/paws-x", language, hub_split_names(split), "sentence1",
+    return hub_pairs("pawsx", "google-research-datasets/paws-x", language, _hub_split(split), "sentence1",
                       "sentence2", PAWSX_LABELS)
 
 
 PAWSX = TaskSpec(
     name="pawsx", kind="classification", languages=OFFICIAL_LANGUAGES["pawsx"], labels=PAWSX_LABELS,
     metric="accuracy", loader=local_or_hub("pawsx", _pawsx_locate, _read_pairs(PAWSX_LABELS), _pawsx_hub), max_length=128,
-    hub=("google-research-datasets/paws-x",), locate=_pawsx_locate,
+    hub=("google-research-datasets/paws-x",), locate=_pawsx_locate, splits=SPLITS_WITH_TEST,
     description="PAWS-X (Yang et al. 2019): adversarial paraphrase identification (label 1: paraphrase), 7 languages.",
 )
 
@@ -160,6 +178,8 @@ def _udpos_locate(split: str, language: str, options: DataOptions) -> tuple[str,
     if split == "train":
         candidates = (["udpos/train-{lang}.tsv"] + [f + "{lang}_*-ud-train.conllu" for f in folders]
                       + [f + "{lang}_*-ud-dev.conllu" for f in folders])
+    elif split == "test":  # the treebanks' test files, then XTREME's test-<lang>.tsv (tags removed)
+        candidates = [f + "{lang}_*-ud-test.conllu" for f in folders] + ["udpos/test-{lang}.tsv"]
     else:
         candidates = ["udpos/dev-{lang}.tsv"] + [f + "{lang}_*-ud-test.conllu" for f in folders]
     return resolve_files("udpos", split, language, options, candidates, _UDPOS_FIX)
@@ -176,7 +196,7 @@ def _udpos_read(paths, split, language) -> list:
 
 
 def _hub_tags(task: str, config: str, split: str, tag_column: str, labels) -> list:
-    splits = ("train",) if split == "train" else ("validation", "test")
+    splits = {"train": ("train",), "test": ("test",)}.get(split, ("validation", "test"))
     dataset, _ = hub_splits(task, "google/xtreme", config, splits)
     examples = []
     for row in dataset:
@@ -192,7 +212,7 @@ def _udpos_hub(split: str, language: str) -> list:
 UDPOS = TaskSpec(
     name="udpos", kind="tagging", languages=OFFICIAL_LANGUAGES["udpos"], labels=UPOS_LABELS, metric="f1",
     loader=local_or_hub("udpos", _udpos_locate, _udpos_read, _udpos_hub), max_length=128,
-    hub=("google/xtreme",), locate=_udpos_locate,
+    hub=("google/xtreme",), locate=_udpos_locate, splits=SPLITS_WITH_TEST,
     description="UD-POS (Universal Dependencies v2.5): universal POS tagging, 33 languages.",
 )
 
@@ -200,7 +220,9 @@ _PANX_FIX = "run XTREME's download_data.sh (panx/, needs AmazonPhotos.zip) or us
 
 
 def _panx_locate(split: str, language: str, options: DataOptions) -> tuple[str, ...]:
-    return resolve_files("panx", split, language, options, ["panx/" + split + "-{lang}.tsv", "panx/{lang}-" + split],
+    # test: WikiANN's raw <lang>-test (tagged) first; XTREME's test-<lang>.tsv has the tags removed
+    candidates = ["panx/" + split + "-{lang}.tsv", "panx/{lang}-" + split]
+    return resolve_files("panx", split, language, options, candidates[::-1] if split == "test" else candidates,
                          _PANX_FIX)
 
 
@@ -219,7 +241,7 @@ def _panx_hub(split: str, language: str) -> list:
 PANX = TaskSpec(
     name="panx", kind="tagging", languages=OFFICIAL_LANGUAGES["panx"], labels=PANX_LABELS, metric="f1",
     loader=local_or_hub("panx", _panx_locate, _panx_read, _panx_hub), max_length=128,
-    hub=("google/xtreme",), locate=_panx_locate,
+    hub=("google/xtreme",), locate=_panx_locate, splits=SPLITS_WITH_TEST,
     description="PAN-X / WikiANN (Pan et al. 2017; Rahimi et al. 2019 splits): IOB2 NER (PER, ORG, LOC), 40 languages.",
 )
 
@@ -287,7 +309,7 @@ def _xquad_hub(split: str, language: str) -> list:
 XQUAD = TaskSpec(
     name="xquad", kind="span_qa", languages=OFFICIAL_LANGUAGES["xquad"], labels=(), metric="f1",
     loader=local_or_hub("xquad", _xquad_locate, _qa_read, _xquad_hub), max_length=384,
-    hub=("google/xquad", "rajpurkar/squad"), locate=_xquad_locate, translated_train_on_hub=False,
+    hub=("google/xquad", "rajpurkar/squad"), locate=_xquad_locate, translated_train_on_hub=False, splits=SPLITS_WITH_TEST,
     description="XQuAD (Artetxe et al. 2020): SQuAD v1.1 dev paragraphs translated; trained on SQuAD v1.1.",
 )
 
@@ -298,19 +320,22 @@ def _mlqa_locate(split: str, language: str, options: DataOptions) -> tuple[str, 
     candidates = [
         "mlqa/MLQA_V1/dev/dev-context-{lang}-question-{lang}.json", "mlqa/dev-context-{lang}-question-{lang}.json",
         "mlqa/mlqa.{lang}.{lang}.validation.squad.json"]
+    if split == "test":
+        candidates = ["mlqa/MLQA_V1/test/test-context-{lang}-question-{lang}.json",
+                      "mlqa/test-context-{lang}-question-{lang}.json", "mlqa/mlqa.{lang}.{lang}.test.squad.json"]
     return resolve_files("mlqa", split, language, options, candidates, _QA_FIX)
 
 
 def _mlqa_hub(split: str, language: str) -> list:
     if split == "train":
         return _squad_train_hub("mlqa", language)
-    return hub_squad("mlqa", "facebook/mlqa", f"mlqa.{language}.{language}", ("validation",))
+    return hub_squad("mlqa", "facebook/mlqa", f"mlqa.{language}.{language}", ("test",) if split == "test" else ("validation",))
 
 
 MLQA = TaskSpec(
     name="mlqa", kind="span_qa", languages=OFFICIAL_LANGUAGES["mlqa"], labels=(), metric="f1",
     loader=local_or_hub("mlqa", _mlqa_locate, _qa_read, _mlqa_hub), max_length=384, answer_normalization="mlqa",
-    hub=("facebook/mlqa", "rajpurkar/squad"), locate=_mlqa_locate, translated_train_on_hub=False,
+    hub=("facebook/mlqa", "rajpurkar/squad"), locate=_mlqa_locate, translated_train_on_hub=False, splits=SPLITS_WITH_TEST,
     description="MLQA (Lewis et al. 2020): extractive QA, same-language context and question; trained on SQuAD v1.1.",
 )
 
@@ -339,6 +364,7 @@ TYDIQA = TaskSpec(
     name="tydiqa", kind="span_qa", languages=OFFICIAL_LANGUAGES["tydiqa"], labels=(), metric="f1",
     loader=local_or_hub("tydiqa", _tydiqa_locate, _qa_read, _tydiqa_hub), max_length=384,
     hub=("google-research-datasets/tydiqa", "rajpurkar/squad"), locate=_tydiqa_locate, translated_train_on_hub=False,
+    splits=SPLITS_WITH_TEST,
     description="TyDiQA-GoldP (Clark et al. 2020): typologically diverse extractive QA; trained on SQuAD v1.1.",
 )
 
@@ -353,14 +379,21 @@ _BUCC_FIX = "run XTREME's download_data.sh (bucc2018/) or use the shared samples
 def _bucc_locate(split: str, language: str, options: DataOptions) -> tuple[str, ...]:
     if split == "train":
         raise _no_train("bucc2018", "BUCC has sample/dev and test sets only")
-    (source,) = resolve_files("bucc2018", split, language, options,
-                              ["bucc2018/{lang}-en.dev.{lang}", "bucc2018/{lang}-en/{lang}-en.sample.{lang}"],
-                              _BUCC_FIX)
+    candidates = ["bucc2018/{lang}-en.dev.{lang}", "bucc2018/{lang}-en/{lang}-en.sample.{lang}"]
+    if split == "test":  # BUCC's "training" set is XTREME's test set (download_data.sh renames it, gold removed)
+        candidates = ["bucc2018/{lang}-en.test.{lang}", "bucc2018/{lang}-en/{lang}-en.training.{lang}"]
+    (source,) = resolve_files("bucc2018", split, language, options, candidates, _BUCC_FIX)
     stem = source[: -len(language)]
+    if split == "test" and not os.path.exists(stem + "gold"):
+        return source, stem + "en"  # XTREME's test set has no gold: sentences to mine only
     return source, stem + "en", stem + "gold"
 
 
 def _bucc_read(paths, split, language) -> list:
+    if len(paths) == 2:  # a test set without gold pairs (what `xstilts predict` mines)
+        source_ids, source_sentences, _ = _read_id_sentences(paths[0])
+        target_ids, target_sentences, _ = _read_id_sentences(paths[1])
+        return [RetrievalCorpus(tuple(source_ids), tuple(source_sentences), tuple(target_ids), tuple(target_sentences), ())]
     return [read_bucc(*paths)]
 
 
@@ -369,7 +402,7 @@ def _bucc_hub(split: str, language: str) -> list:
         raise _no_train("bucc2018", "BUCC has sample/dev and test sets only")
     # google/xtreme's bucc18 configs hold only the gold pairs: a corpus without BUCC's distractor
     # sentences (an easier search than the official one; use data_dir for the real task).
-    dataset, _ = hub_splits("bucc2018", "google/xtreme", f"bucc18.{language}", ("validation",))
+    dataset, _ = hub_splits("bucc2018", "google/xtreme", f"bucc18.{language}", _hub_split(split))
     sources = tuple(dataset["source_sentence"])
     targets = tuple(dataset["target_sentence"])
     source_ids = tuple(f"{language}-{i:09d}" for i in range(len(sources)))
@@ -380,7 +413,7 @@ def _bucc_hub(split: str, language: str) -> list:
 BUCC2018 = TaskSpec(
     name="bucc2018", kind="retrieval", languages=OFFICIAL_LANGUAGES["bucc2018"], labels=(), metric="f1",
     loader=local_or_hub("bucc2018", _bucc_locate, _bucc_read, _bucc_hub), max_length=128,
-    hub=("google/xtreme",), locate=_bucc_locate,
+    hub=("google/xtreme",), locate=_bucc_locate, splits=SPLITS_WITH_TEST,
     description="BUCC 2018 (Zweigenbaum et al.): mining parallel sentences (source id, English id) from comparable corpora.",
 )
 
@@ -423,7 +456,7 @@ def _tatoeba_hub(split: str, language: str) -> list:
 TATOEBA = TaskSpec(
     name="tatoeba", kind="retrieval", languages=OFFICIAL_LANGUAGES["tatoeba"], labels=(), metric="accuracy",
     loader=local_or_hub("tatoeba", _tatoeba_locate, _tatoeba_read, _tatoeba_hub), max_length=128,
-    hub=("google/xtreme",), locate=_tatoeba_locate,
+    hub=("google/xtreme",), locate=_tatoeba_locate, splits=SPLITS_WITH_TEST,
     description="Tatoeba (Artetxe & Schwenk 2019): find each sentence's English translation among up to 1000.",
 )
 

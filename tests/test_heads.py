@@ -59,7 +59,7 @@ def _mean(values):
 
 
 def test_trainable_kinds_cover_every_head_but_retrieval():
-    assert set(TRAINABLE_KINDS) == {"classification", "tagging", "multiple_choice", "span_qa"}
+    assert set(TRAINABLE_KINDS) == {"classification", "tagging", "multiple_choice", "span_qa", "multimodal_classification"}
     with pytest.raises(ValueError, match="no training head"):
         head_class(TaskSpec("toy_bucc", "retrieval", ("de",), (), "f1", loader=_no_data))
 

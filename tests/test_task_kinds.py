@@ -16,7 +16,7 @@ def _no_data(*args):
 
 def test_every_task_kind_is_registered():
     assert {task.kind for task in TASKS.values()} <= set(KINDS)
-    assert set(TRAINABLE_KINDS) == {"classification", "tagging", "multiple_choice", "span_qa"}
+    assert set(TRAINABLE_KINDS) == {"classification", "tagging", "multiple_choice", "span_qa", "multimodal_classification"}
     assert not kind_of("retrieval").trainable and kind_of("retrieval").head is None
 
 

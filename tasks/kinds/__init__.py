@@ -82,6 +82,7 @@ def trainable_kinds() -> tuple[str, ...]:
 # The kinds shipped with xstilts, each registering itself (imported for that; listed in __all__
 # so pyflakes sees them used).
 from xstilts.tasks.kinds import classification, multiple_choice, retrieval, span_qa, tagging  # noqa: E402
+from xstilts.tasks.kinds import multimodal_classification  # noqa: E402
 
 __all__ = ["KINDS", "TaskKind", "kind_of", "register", "trainable_kinds",
-           "classification", "multiple_choice", "retrieval", "span_qa", "tagging"]
+           "classification", "multimodal_classification", "multiple_choice", "retrieval", "span_qa", "tagging"]

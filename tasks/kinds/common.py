@@ -211,6 +211,8 @@ def collate(batch: list[AnyFeatures], pad_token_id: int | None) -> dict[str, tor
     start_positions/end_positions (span_qa).
     """
     first = batch[0]
+    if hasattr(first, "collate_batch"):  # features that carry more than token ids batch themselves (image regions)
+        return first.collate_batch(batch, pad_token_id)
     if isinstance(first, MultipleChoiceFeatures):
         n_choices = len(first.input_ids)
         width = max(feature_length(f) for f in batch)
