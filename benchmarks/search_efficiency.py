@@ -3,49 +3,72 @@
 The table (`benchmarks/data/grid_embedded.json`, made by `record_grid.py` from a real run of
 `search_spaces/grid_embedded.yaml`) holds, per configuration (intermediate task, intermediate lr,
 target lr) and training seed, the English dev score of every target epoch and the final
-all-language score. A replay trainable reports one seed's recorded curve (the seed drawn per
-trial, so the noise is the real one) through the study's own `make_tuner` (Tune, OptunaSearch,
-ConcurrencyLimiter, ASHA or FIFO): the searcher, the scheduler and their settings are exactly
-the study's; only the training is replayed.
+all-language score. A replay trainable reports a recorded curve through the study's own
+`make_tuner` (Tune, OptunaSearch, ConcurrencyLimiter, ASHA or FIFO): the searcher, the scheduler
+and their settings are exactly the study's; only the training is replayed. Two modes:
+
+- `one-seed`: a trial reports one seed's curve (the seed drawn per trial, so the noise is the
+  real one): what a study with `seeds: 1` sees.
+- `seed-mean`: a trial reports the mean over the recorded seeds of the per-epoch curve: what a
+  study with `seeds: 3` selects on. Every epoch then costs one epoch per seed (grid and
+  strategies alike; phase 2 too: its cache key holds the seed). Here ASHA stops on the mean
+  curve, which a real study cannot do yet (`seeds` > 1 needs `scheduler: fifo`): those rows say
+  what it would gain.
 
 Cost = target epochs trained, plus the phase-2 epochs of each distinct (intermediate, lr) the
-first time a trial needs it (the phase cache makes later ones free). A strategy "reaches" the
-grid when the configuration it has selected so far (the completed trial with the best English
-dev score, the honest zero-shot choice) has a true score (its seed-mean all-language score)
-within 0.5 points of the true score of the grid's own choice (the configuration with the best
-seed-mean English dev). Per strategy, over replay seeds: the median and interquartile range of
-cost-to-reach / full-grid cost, the fraction of seeds that reach at all, and a regret-vs-cost
-curve (PNG).
+first time a trial needs it (the phase cache makes later ones free), times the seeds in
+`seed-mean` mode. A strategy "reaches" the grid when the configuration it has selected so far
+(the completed trial with the best English dev score, the honest zero-shot choice) has a true
+score (its seed-mean all-language score) within 0.5 points of the true score of the grid's own
+choice (the configuration with the best seed-mean English dev). Per strategy and mode, over
+replay seeds: the median and interquartile range of cost-to-reach / full-grid cost, the fraction
+of seeds that reach at all, and a regret-vs-cost curve (PNG, one panel per mode). Every replay's
+curve is written to a JSON file as it finishes (`--out`); a rerun with the same file skips the
+replays it holds, so a long run can be continued.
 
-    python benchmarks/search_efficiency.py            # quick: 3 replay seeds per strategy
-    python benchmarks/search_efficiency.py --full     # 20 replay seeds per strategy
+    python benchmarks/search_efficiency.py            # quick: 3 replay seeds per strategy and mode
+    python benchmarks/search_efficiency.py --full     # 20 replay seeds per strategy and mode
+    python benchmarks/search_efficiency.py --full --variants   # + candidate defaults (ASHA, fixed points)
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
 import dataclasses
+import hashlib
 import io
 import json
+import math
 import os
 import random
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 TABLE = Path(__file__).resolve().parent / "data" / "grid_embedded.json"
 CONFIG = REPO / "search_spaces" / "grid_embedded.yaml"
 WITHIN = 0.5  # points of the true score
+MODES = ("one-seed", "seed-mean")
 
-STRATEGIES = {  # name -> (sampler, scheduler, what Optuna is told of a stopped trial)
-    "grid": ("grid", "fifo", "pruned"),
-    "random": ("random", "fifo", "pruned"),
-    "random+ASHA": ("random", "asha", "pruned"),
-    "TPE": ("tpe", "fifo", "pruned"),
-    "TPE+ASHA (stopped told complete)": ("tpe", "asha", "complete"),
-    "TPE+ASHA (default)": ("tpe", "asha", "pruned"),
+# name -> the search settings of the replayed study: overrides of the study's SearchConfig
+# defaults (so "TPE+ASHA (default)" is whatever the default is).
+STRATEGIES = {
+    "grid": {"sampler": "grid", "scheduler": "fifo"},
+    "random": {"sampler": "random", "scheduler": "fifo"},
+    "random+ASHA": {"sampler": "random", "scheduler": "asha"},
+    "TPE": {"sampler": "tpe", "scheduler": "fifo"},
+    "TPE+ASHA (stopped told complete)": {"sampler": "tpe", "scheduler": "asha", "tell_stopped_as": "complete"},
+    "TPE+ASHA (default)": {},
+}
+# Candidate changes to the default (--variants): ASHA's rungs and the fixed points it starts from.
+VARIANTS = {
+    "TPE+ASHA grace 2": {"sampler": "tpe", "scheduler": "asha", "grace_period": 2},
+    "TPE+ASHA rf 3": {"sampler": "tpe", "scheduler": "asha", "reduction_factor": 3},
+    "TPE+ASHA each intermediate first": {"sampler": "tpe", "scheduler": "asha", "each_intermediate_first": True},
+    "TPE+ASHA no baseline first": {"sampler": "tpe", "scheduler": "asha", "baseline_first": False},
 }
 
 
@@ -58,6 +81,8 @@ class Grid:
         for row in table["trials"]:
             self.runs.setdefault(self.key(row["intermediate"], row["intermediate_lr"], row["target_lr"]), []).append(row)
         self.target_epochs = max(len(r["en_dev"]) for rows in self.runs.values() for r in rows)
+        # The seeds a study trains per configuration (a configuration may have lost a recorded seed).
+        self.seeds = max(len(rows) for rows in self.runs.values())
 
     @staticmethod
     def key(intermediate: str, intermediate_lr: float, target_lr: float) -> tuple:
@@ -69,69 +94,125 @@ class Grid:
     def dev_mean(self, key: tuple) -> float:
         return statistics.fmean(r["en_dev"][-1] for r in self.runs[key])
 
+    def mean_curve(self, key: tuple) -> list[float]:
+        """The per-epoch English dev score, averaged over the recorded seeds."""
+        return [statistics.fmean(epoch) for epoch in zip(*(r["en_dev"] for r in self.runs[key]))]
+
     def reference(self) -> float:
         """The true score of the grid's own choice (best seed-mean English dev)."""
         return self.true_score(max(self.runs, key=self.dev_mean))
 
-    def full_cost(self) -> int:
+    def repeats(self, mode: str) -> int:
+        """Trainings per configuration: 1, or every seed in seed-mean mode."""
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}: use one of {', '.join(MODES)}")
+        return self.seeds if mode == "seed-mean" else 1
+
+    def full_cost(self, mode: str = "one-seed") -> int:
         phase2 = {(k[0], k[1]) for k in self.runs if k[0] != "none"}
-        return len(self.runs) * self.target_epochs + len(phase2) * self.intermediate_epochs
+        return (len(self.runs) * self.target_epochs + len(phase2) * self.intermediate_epochs) * self.repeats(mode)
 
 
-def replay(config: dict, grid: Grid = None, replay_seed: int = 0) -> None:
-    """The trainable: one recorded seed's English dev curve of the proposed configuration."""
+def replay(config: dict, grid: Grid = None, replay_seed: int = 0, mode: str = "one-seed", names: tuple = ()) -> None:
+    """The trainable: the recorded English dev curve of the proposed configuration, one drawn
+    seed's or the seed mean. `names`: the metric names (epoch score, epoch, final score), passed in
+    so the trial process does not import the task registry (seconds per trial on 2 cores)."""
     from ray import tune
 
-    from xstilts.tasks.record_schema import EPOCH_EN_DEV, FINAL_EN_DEV, TARGET_EPOCH
-
+    epoch_metric, epoch_attr, final_metric = names
     key = Grid.key(config["intermediate_task"], config.get("intermediate_lr", 0.0), config["target_lr"])
     rows = grid.runs[key]
-    draw = random.Random(f"{replay_seed}/{tune.get_context().get_trial_id()}").randrange(len(rows))
-    curve = rows[draw]["en_dev"]
+    if mode == "seed-mean":
+        draw, curve = -1, grid.mean_curve(key)
+    else:
+        draw = random.Random(f"{replay_seed}/{tune.get_context().get_trial_id()}").randrange(len(rows))
+        curve = rows[draw]["en_dev"]
     for epoch, score in enumerate(curve, start=1):
         # The last epoch carries the final record, as a real trial's does (a trial without it was stopped).
-        final = {FINAL_EN_DEV: score} if epoch == len(curve) else {}
-        tune.report({EPOCH_EN_DEV: score, TARGET_EPOCH: epoch, "config_key": json.dumps(key), "drawn_seed": draw, **final})
+        final = {final_metric: score} if epoch == len(curve) else {}
+        tune.report({epoch_metric: score, epoch_attr: epoch, "config_key": json.dumps(key), "drawn_seed": draw, **final})
 
 
-def run_strategy(grid: Grid, sampler: str, scheduler: str, stopped: str, replay_seed: int, work: Path) -> list[dict]:
-    """One search, replayed: the trials in the order Tune created them, with what each reported."""
+def search_config(overrides: dict, replay_seed: int):
+    """The study's search settings for one replay: its defaults, the strategy's overrides."""
+    from xstilts.study.config import SearchConfig
+
+    search = dataclasses.replace(SearchConfig(), seed=replay_seed, optuna_storage="none", **overrides)
+    search.check()
+    return search
+
+
+def _recorder_class():
+    from ray.tune import Callback
+
+    class Recorder(Callback):
+        """What each trial reported, kept in the driver (no per-trial result files)."""
+
+        def __init__(self, seen: dict, metric: str, attr: str):
+            self.seen, self.metric, self.attr = seen, metric, attr
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            # `trials` is the controller's list in creation order (trial ids are random hex).
+            self.seen[trial.trial_id] = {"trial_id": trial.trial_id, "order": trials.index(trial),
+                                         "key": tuple(json.loads(result["config_key"])),
+                                         "epochs": int(result[self.attr]), "final_dev": float(result[self.metric])}
+
+    return Recorder
+
+
+def _Recorder(seen: dict, metric: str, attr: str):
+    return _recorder_class()(seen, metric, attr)
+
+
+def run_strategy(grid: Grid, overrides: dict, replay_seed: int, work: Path, mode: str = "one-seed",
+                 config_path: Path = CONFIG) -> list[dict]:
+    """One search, replayed: the trials in the order Tune created them, with what each reported.
+    `config_path`: the study config whose search space the table covers (the recorded grid's)."""
+    import ray.cloudpickle
     from ray import tune
 
     from xstilts.study.config import load_config
     from xstilts.study.runner import make_tuner
+    from xstilts.study.search import SELECTION_METRIC, TIME_ATTR
+    from xstilts.tasks.record_schema import FINAL_EN_DEV
 
-    config = load_config(CONFIG)
+    grid.repeats(mode)  # checks the mode
+    if __name__ != "__main__":  # imported (tests): Ray's workers get this module by value
+        ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    config = load_config(config_path)
     config = dataclasses.replace(config, seeds=1, num_samples=len(grid.runs), max_concurrent_trials=2,
-                                 search=dataclasses.replace(config.search, sampler=sampler, scheduler=scheduler,
-                                                            seed=replay_seed, grace_period=1, optuna_storage="none",
-                                                            tell_stopped_as=stopped))
-    trainable = tune.with_resources(tune.with_parameters(replay, grid=grid, replay_seed=replay_seed), {"cpu": 0.5})
+                                 search=search_config(overrides, replay_seed))
+    trainable = tune.with_resources(tune.with_parameters(replay, grid=grid, replay_seed=replay_seed, mode=mode,
+                                                         names=(SELECTION_METRIC, TIME_ATTR, FINAL_EN_DEV)),
+                                    {"cpu": 0.5})
+    seen: dict[str, dict] = {}
+    tuner = make_tuner(trainable, config, 0, {}, str(work), [_Recorder(seen, SELECTION_METRIC, TIME_ATTR)])
+    # One trial process for many trials (the replayed trials all ask for the same resources):
+    # what this changes is process start-ups, not what the searcher or the scheduler sees.
+    tuner._local_tuner._tune_config.reuse_actors = True
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):  # Tune's tables
-        results = make_tuner(trainable, config, 0, {}, str(work), []).fit()
-    trials = []
-    for result in results:
-        history = result.metrics_dataframe
-        if history is None or history.empty:
-            continue
-        trials.append({"trial_id": result.metrics["trial_id"], "key": tuple(json.loads(result.metrics["config_key"])),
-                       "epochs": int(history["target_epoch"].max()), "final_dev": float(history["en_dev_score"].iloc[-1])})
-    return sorted(trials, key=lambda t: t["trial_id"])  # Tune's ids count up in creation order
+        results = tuner.fit()
+    errors = [r.error for r in results if r.error is not None]
+    if errors:
+        raise RuntimeError(f"{len(errors)} replayed trials failed, the first: {errors[0]!r}")
+    trials = list(seen.values())
+    return sorted(trials, key=lambda t: t["order"])
 
 
-def cost_curve(grid: Grid, trials: list[dict]) -> list[tuple[int, float]]:
+def cost_curve(grid: Grid, trials: list[dict], mode: str = "one-seed") -> list[tuple[int, float]]:
     """(cumulative cost, regret of the selection so far) after each trial, in creation order."""
+    repeats = grid.repeats(mode)
     reference, seen, cost, best = grid.reference(), set(), 0, None
     curve = []
     for trial in trials:
         intermediate, intermediate_lr, _ = trial["key"]
         if intermediate != "none" and (intermediate, intermediate_lr) not in seen:
             seen.add((intermediate, intermediate_lr))
-            cost += grid.intermediate_epochs
-        cost += trial["epochs"]
+            cost += grid.intermediate_epochs * repeats
+        cost += trial["epochs"] * repeats
         if trial["epochs"] == grid.target_epochs and (best is None or trial["final_dev"] > best["final_dev"]):
             best = trial  # completed trials only: a stopped one was not trained to the end
-        regret = reference - grid.true_score(best["key"]) if best else float("inf")
+        regret = reference - grid.true_score(tuple(best["key"])) if best else float("inf")
         curve.append((cost, regret))
     return curve
 
@@ -140,70 +221,176 @@ def cost_to_reach(curve: list[tuple[int, float]]) -> float:
     return next((cost for cost, regret in curve if regret <= WITHIN), float("inf"))
 
 
-def plot(curves: dict[str, list[list[tuple[int, float]]]], full_cost: int, path: Path) -> None:
+def quantile(values: list[float], q: float) -> float:
+    """The inclusive (linear) quantile, with inf (never reached) as the largest value."""
+    ordered = sorted(values)
+    position = q * (len(ordered) - 1)
+    low, high = ordered[math.floor(position)], ordered[math.ceil(position)]
+    weight = position - math.floor(position)
+    if weight == 0 or low == high:
+        return low
+    return high if math.isinf(high) else low + (high - low) * weight
+
+
+def summarize(ratios: list[float], final_regrets: list[float] = ()) -> dict:
+    """Median and interquartile range of cost-to-reach / grid cost, the fraction that reach, and
+    the fraction whose last selection (after every trial) is still within reach: a search can
+    select the right configuration early and lose it to a luckier seed later."""
+    return {"median": quantile(ratios, 0.5), "q1": quantile(ratios, 0.25), "q3": quantile(ratios, 0.75),
+            "reached": sum(1 for r in ratios if not math.isinf(r)) / len(ratios), "replays": len(ratios),
+            "final_within": (sum(1 for r in final_regrets if r <= WITHIN) / len(final_regrets)) if final_regrets
+            else math.nan}
+
+
+def regret_at(curve: list[tuple[int, float]], budget: float) -> float:
+    """The regret of the selection once `budget` is spent (inf before any trial completed)."""
+    return min((regret for cost, regret in curve if cost <= budget), default=float("inf"))
+
+
+def plot(curves: dict[str, dict[str, list]], full_costs: dict[str, int], path: Path) -> None:
+    """Median regret against cost / grid cost, one panel per mode (a budget where most replays
+    have no completed trial yet is left blank)."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(7, 4.2))
-    axes = figure.subplots()
-    steps = list(range(1, full_cost + 1))
-    for name, runs in curves.items():
-        medians = []
-        for budget in steps:
-            at = [min((r for c, r in run if c <= budget), default=float("nan")) if any(c <= budget for c, _ in run)
-                  else float("nan") for run in runs]
-            finite = [a for a in at if a == a and a != float("inf")]
-            medians.append(statistics.median(finite) if len(finite) * 2 > len(at) else float("nan"))
-        axes.plot([s / full_cost for s in steps], medians, label=name)
-    axes.axhline(WITHIN, linestyle=":", color="grey")
-    axes.set_xlabel("cost / full-grid cost")
-    axes.set_ylabel("regret of the selection (points, median)")
-    axes.legend(fontsize=8)
+    modes = [m for m in MODES if any(m in by_mode for by_mode in curves.values())]
+    figure = Figure(figsize=(6.5 * len(modes), 4.4))
+    for axes, mode in zip(figure.subplots(1, len(modes), squeeze=False)[0], modes):
+        steps = [full_costs[mode] * i / 100 for i in range(1, 101)]
+        for name, by_mode in curves.items():
+            runs = by_mode.get(mode)
+            if not runs:
+                continue
+            medians = []
+            for budget in steps:
+                at = [regret_at(run, budget) for run in runs]
+                medians.append(quantile(at, 0.5) if sum(1 for a in at if not math.isinf(a)) * 2 > len(at) else math.nan)
+            axes.plot([s / full_costs[mode] for s in steps], medians, label=f"{name} ({len(runs)})")
+        axes.axhline(WITHIN, linestyle=":", color="grey")
+        axes.set_title(f"{mode}: selection on {'one drawn seed' if mode == 'one-seed' else 'the mean of 3 seeds'}")
+        axes.set_xlabel("cost / full-grid cost")
+        axes.set_ylabel("regret of the selection (points, median)")
+        axes.legend(fontsize=7)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--full", action="store_true", help="20 replay seeds per strategy (default: 3)")
-    parser.add_argument("--seeds", type=int, default=None, help="replay seeds per strategy")
-    parser.add_argument("--table", default=str(TABLE), help="the recorded grid (record_grid.py)")
-    parser.add_argument("--strategies", default=",".join(STRATEGIES), help="comma-separated subset of the strategies")
-    parser.add_argument("--png", default=str(Path(__file__).resolve().parent / "search_efficiency.png"))
-    args = parser.parse_args()
-    seeds = args.seeds or (20 if args.full else 3)
-    table = Path(args.table)
-    if not table.exists():
-        sys.exit(f"no recorded grid at {table}: run search_spaces/grid_embedded.yaml, then benchmarks/record_grid.py")
-    grid = Grid(json.loads(table.read_text()))
-    chosen = {name: STRATEGIES[name] for name in args.strategies.split(",")}
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+def table_digest(table: dict) -> str:
+    return hashlib.sha256(json.dumps(table, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def load_results(path: Path, digest: str) -> dict:
+    """Replays already made against this table (the file of an earlier, possibly cut, run)."""
+    if not path.exists():
+        return {}
+    saved = json.loads(path.read_text())
+    return saved.get("replays", {}) if saved.get("table") == digest else {}
+
+
+def run_all(grid: Grid, strategies: dict, modes: list[str], seeds: range, replays: dict, out: Path, digest: str,
+            started: float) -> None:
+    """Every replay not in `replays` yet, each written to `out` as it finishes, on one Ray runtime."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    print(f"grid: {len(grid.runs)} configurations x {len(next(iter(grid.runs.values())))} seeds; full-grid cost "
-          f"{grid.full_cost()} epochs; reference true score {grid.reference():.2f}; {seeds} replay seeds per strategy")
-    curves, summary = {}, {}
-    with tempfile.TemporaryDirectory() as work:
-        for name, (sampler, scheduler, stopped) in chosen.items():
-            curves[name] = [cost_curve(grid, run_strategy(grid, sampler, scheduler, stopped, seed,
-                                                          Path(work) / f"{len(curves)}-{seed}"))
-                            for seed in range(seeds)]
-            ratios = sorted(cost_to_reach(c) / grid.full_cost() for c in curves[name])
-            reached = [r for r in ratios if r != float("inf")]
-            quartiles = statistics.quantiles(ratios, n=4, method="inclusive") if len(ratios) >= 2 else [ratios[0]] * 3
-            summary[name] = (statistics.median(ratios), quartiles[0], quartiles[2], len(reached) / len(ratios))
-            median, q1, q3, fraction = summary[name]
-            print(f"{name:<20} cost-to-reach / grid: median {median:.2f} (IQR {q1:.2f}-{q3:.2f}); reached in "
-                  f"{fraction:.0%} of {seeds} replays")
-    ray.shutdown()
-    plot(curves, grid.full_cost(), Path(args.png))
+    for attempt in range(3):  # a busy machine can miss Ray's fixed 30 s start-up deadline
+        try:
+            ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+                     configure_logging=False)
+            break
+        except Exception as exc:  # noqa: BLE001 - Ray raises a plain Exception here
+            ray.shutdown()
+            if attempt == 2:
+                raise
+            print(f"Ray did not start ({exc}); trying again", flush=True)
+            time.sleep(15)
+    try:
+        with tempfile.TemporaryDirectory() as work:
+            # Seeds outermost: a run cut short still has every strategy at (almost) the same count.
+            for seed in seeds:
+                for mode in modes:
+                    for name, overrides in strategies.items():
+                        label = f"{mode}|{name}|{seed}"
+                        if label not in replays:
+                            trials = run_strategy(grid, overrides, seed, Path(work) / f"{len(replays)}", mode)
+                            replays[label] = cost_curve(grid, trials, mode)
+                            partial = out.with_name(out.name + ".part")  # a kill mid-write leaves the file whole
+                            partial.write_text(json.dumps({"table": digest, "replays": replays}))
+                            os.replace(partial, out)
+                print(f"replay seed {seed} done [{time.time() - started:.0f} s]", flush=True)
+    finally:
+        ray.shutdown()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--full", action="store_true", help="20 replay seeds per strategy and mode (default: 3)")
+    parser.add_argument("--seeds", type=int, default=None, help="replay seeds per strategy and mode")
+    parser.add_argument("--first-seed", type=int, default=0, help="run replay seeds from this one on (a run split "
+                        "over processes: each runs a part, --no-run --include reads them all)")
+    parser.add_argument("--table", default=str(TABLE), help="the recorded grid (record_grid.py)")
+    parser.add_argument("--strategies", default=",".join(STRATEGIES), help="comma-separated subset of the strategies")
+    parser.add_argument("--variants", action="store_true", help="also the candidate defaults: " + ", ".join(VARIANTS))
+    parser.add_argument("--modes", default=",".join(MODES), help="comma-separated subset of " + ", ".join(MODES))
+    parser.add_argument("--png", default=str(Path(__file__).resolve().parent / "search_efficiency.png"))
+    parser.add_argument("--out", default=None, help="JSON of every replay's curve, continued if it exists "
+                        "(default: search_efficiency_quick.json / _full.json in the system's temp folder)")
+    parser.add_argument("--include", nargs="*", default=[], help="more replay files to read (a run split over processes)")
+    parser.add_argument("--no-run", action="store_true", help="only summarize the replays the files hold")
+    args = parser.parse_args()
+    seeds = args.seeds or (20 if args.full else 3)
+    table_path = Path(args.table)
+    if not table_path.exists():
+        sys.exit(f"no recorded grid at {table_path}: run search_spaces/grid_embedded.yaml, then benchmarks/record_grid.py")
+    table = json.loads(table_path.read_text())
+    grid = Grid(table)
+    known = {**STRATEGIES, **VARIANTS}
+    names = [n for n in args.strategies.split(",") if n] + (list(VARIANTS) if args.variants else [])
+    modes = args.modes.split(",")
+    unknown = [n for n in names if n not in known] + [m for m in modes if m not in MODES]
+    if unknown:
+        sys.exit(f"unknown strategy or mode: {', '.join(unknown)}")
+    out = Path(args.out or Path(tempfile.gettempdir()) / f"search_efficiency_{'full' if args.full else 'quick'}.json")
+    digest = table_digest(table)
+    replays = load_results(out, digest)
+    for extra in args.include:
+        replays = {**load_results(Path(extra), digest), **replays}
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no CSV/JSON/TensorBoard files per trial
+    # Ray starts its workers 15 nice levels below the driver; under `nice` on a busy machine the
+    # replay's trial processes then barely run. They train nothing here: same priority as the driver.
+    os.environ.setdefault("RAY_worker_niceness", "0")
+    full_costs = {mode: grid.full_cost(mode) for mode in MODES}
+    print(f"grid: {len(grid.runs)} configurations x {grid.seeds} seeds; full-grid cost {full_costs['one-seed']} epochs "
+          f"({full_costs['seed-mean']} with every seed); reference true score {grid.reference():.2f}; "
+          f"{seeds} replay seeds per strategy and mode; replays in {out} ({len(replays)} already there)", flush=True)
+    started = time.time()
+    if not args.no_run:
+        run_all(grid, {name: known[name] for name in names}, modes, range(args.first_seed, seeds), replays, out, digest,
+                started)
+    curves: dict[str, dict[str, list]] = {}
+    summary: dict[tuple[str, str], dict] = {}
+    for mode in modes:
+        for name in names:
+            runs = [[tuple(point) for point in replays[label]] for seed in range(seeds)
+                    if (label := f"{mode}|{name}|{seed}") in replays]
+            if not runs:
+                continue
+            curves.setdefault(name, {})[mode] = runs
+            summary[name, mode] = s = summarize([cost_to_reach(c) / full_costs[mode] for c in runs],
+                                                [c[-1][1] for c in runs])
+            print(f"{mode:<9} {name:<34} cost-to-reach / grid: median {s['median']:.2f} (IQR {s['q1']:.2f}-"
+                  f"{s['q3']:.2f}); reached in {s['reached']:.0%}, final selection within {WITHIN} in "
+                  f"{s['final_within']:.0%} of {s['replays']} replays")
+    if not summary:
+        sys.exit("no replays to summarize")
+    plot(curves, full_costs, Path(args.png))
     print(f"regret vs cost: {args.png}")
-    headline = "TPE+ASHA (default)" if "TPE+ASHA (default)" in summary else next(iter(summary))
-    median, _, _, fraction = summary[headline]
-    print(f"figure: median cost-to-reach / full grid, {headline}: {median:.2f} (reached in {fraction:.0%} of replays)")
+    headline = ("TPE+ASHA (default)", modes[0]) if ("TPE+ASHA (default)", modes[0]) in summary else next(iter(summary))
+    s = summary[headline]
+    print(f"figure: median cost-to-reach / full grid, {headline[0]}, {headline[1]}: {s['median']:.2f} "
+          f"(reached in {s['reached']:.0%} of {s['replays']} replays)")
 
 
 if __name__ == "__main__":
