@@ -33,7 +33,6 @@ naming the target, the language and the file, exit 2).
 """
 from __future__ import annotations
 
-import ast
 import json
 import os
 import shutil
@@ -91,19 +90,8 @@ class Target:
         return self.task.name
 
 
-def _optional_int(value) -> int | None:
-    return None if value in (None, "None", "") else int(value)
-
-
-def _eval_cap(params: dict, task: str) -> int | None:
-    """The trial's evaluation cap for `task` (training.max_eval_examples_by_task, else
-    training.max_eval_examples), as MLflow holds them (the mapping as its Python repr)."""
-    by_task = params.get("training.max_eval_examples_by_task")
-    if by_task not in (None, "None", ""):
-        caps = ast.literal_eval(by_task)
-        if task in caps:
-            return int(caps[task])
-    return _optional_int(params.get("training.max_eval_examples"))
+# The trial's recorded caps and lengths, read as export reads them (one reader of those params).
+from xstilts.analysis.export import _eval_cap, _optional_int  # noqa: E402
 
 
 def study_data_files(tracking_uri: str, run_id: str) -> dict | None:
