@@ -344,24 +344,17 @@ def alignment_tables(result: dict, draws: int = DRAWS) -> list:
 
 def read_alignment(study) -> dict | None:
     """The artifact of the study's most recent finished `xstilts align` run, or None."""
-    import json
-    import tempfile
-
-    from mlflow.tracking import MlflowClient
-
     from xstilts.mlflow_store import kind_rows
+    from xstilts.mlflow_store.runs import read_json_artifact
 
     rows = [row for row in kind_rows(study.tracking_uri, study.experiment_id, ALIGN_KIND, study.name)
             if row.status == "FINISHED"]
     if not rows:
         return None
-    with tempfile.TemporaryDirectory() as folder:
-        try:
-            path = MlflowClient(study.tracking_uri).download_artifacts(rows[0].run_id, ALIGN_ARTIFACT, folder)
-            with open(path, encoding="utf-8") as handle:
-                return json.load(handle)
-        except (OSError, ValueError):
-            return None
+    try:
+        return read_json_artifact(study.tracking_uri, rows[0].run_id, ALIGN_ARTIFACT)
+    except ValueError:  # not JSON
+        return None
 
 
 def alignment_blocks(study) -> list:

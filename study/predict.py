@@ -98,14 +98,13 @@ def study_data_files(tracking_uri: str, run_id: str) -> dict | None:
     """The study's `data_files` overrides, from the config stored on its parent run (trials do not
     log them as params); None when it has none."""
     import yaml
-    from mlflow.tracking import MlflowClient
 
-    with tempfile.TemporaryDirectory() as folder:
-        try:
-            path = MlflowClient(tracking_uri).download_artifacts(run_id, "study_config.yaml", folder)
-        except Exception:  # noqa: BLE001 - a study without a stored config trained without overrides
-            return None
-        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    from xstilts.mlflow_store.runs import read_text_artifact
+
+    text = read_text_artifact(tracking_uri, run_id, "study_config.yaml")
+    if text is None:  # a study without a stored config trained without overrides
+        return None
+    raw = yaml.safe_load(text)
     files = raw.get("data_files") if isinstance(raw, dict) else None
     return dict(files) if isinstance(files, dict) and files else None
 

@@ -234,9 +234,9 @@ def _sqlite_child_rows(tracking_uri: str, experiment_id: str, parent_run_id: str
             for run_id, status, start, end in runs]
 
 
-def read_json_artifact(tracking_uri: str, run_id: str, path: str) -> dict | None:
-    """A run's JSON artifact (e.g. a trial's final_examples.json), or None when it has none."""
-    import json
+def read_text_artifact(tracking_uri: str, run_id: str, path: str) -> str | None:
+    """A run's small text artifact (a trial's final_examples.json, a study's study_config.yaml),
+    or None when it has none. No progress bar: commands that read one keep stderr to their own lines."""
     import os
     import tempfile
 
@@ -244,12 +244,20 @@ def read_json_artifact(tracking_uri: str, run_id: str, path: str) -> dict | None
 
     from xstilts.mlflow_store.retry import call_with_retry
 
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one small file per trial: no bars
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     client = MlflowClient(tracking_uri)
     with tempfile.TemporaryDirectory() as folder:
         try:
             local = call_with_retry(lambda: client.download_artifacts(run_id, path, folder), what=f"reading {path}")
-        except Exception:  # noqa: BLE001 - absent (an older trial, a retrieval target): no statistics
+        except Exception:  # noqa: BLE001 - absent (an older trial, a retrieval target, no stored config)
             return None
         with open(local, encoding="utf-8") as handle:
-            return json.load(handle)
+            return handle.read()
+
+
+def read_json_artifact(tracking_uri: str, run_id: str, path: str) -> dict | None:
+    """A run's JSON artifact, or None when it has none."""
+    import json
+
+    text = read_text_artifact(tracking_uri, run_id, path)
+    return None if text is None else json.loads(text)
