@@ -43,6 +43,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from xstilts.analysis.uncertainty import Interval
 from xstilts.tasks.languages import distance_rank, language_info
 from xstilts.tasks.record_schema import ALIGN_ACCURACY, ALIGN_ARTIFACT, ALIGN_BASE, ALIGN_COSINE_GAP, ALIGN_KIND
 
@@ -215,8 +216,8 @@ class ChangeRow:
     high: float
 
     @property
-    def resolved(self) -> bool:
-        return self.low > 0 or self.high < 0
+    def resolved(self) -> bool:  # the same rule as every interval of the report
+        return Interval(self.delta, self.low, self.high).resolved
 
     @property
     def verdict(self) -> str:

@@ -5,23 +5,13 @@ are installed and is skipped with the install command otherwise; the refusals ru
 from __future__ import annotations
 
 import importlib.util
-import io
-from contextlib import redirect_stderr, redirect_stdout
 
 import pytest
 
-from xstilts.study.cli import main
 from xstilts.trainables.offline_e5 import INSTALL, BuildError, package_file, read_e5s1
+from cli_in_process import cli
 
 
-def cli(*args: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        try:
-            code = main(list(args))
-        except SystemExit as exit_:
-            code = exit_.code
-    return code, out.getvalue(), err.getvalue()
 
 
 def test_a_missing_package_names_the_install_command():

@@ -8,12 +8,10 @@ English dev metric."""
 from __future__ import annotations
 
 import filecmp
-import io
 import json
 import os
 import subprocess
 import sys
-from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
@@ -23,21 +21,13 @@ from mlflow.tracking import MlflowClient
 from xstilts.analysis.records import TrialRecord
 from xstilts.analysis.model_registry import MODEL_ARTIFACT_PATH, RegistryError, alias_for, fetch_registered, register_export
 from xstilts.analysis.select import Selection
-from xstilts.study.cli import main
 from xstilts.study.config import DEFAULT_CONFIG
+from cli_in_process import cli as cli_inprocess
 
 STUDY = "registry-study"
 TARGETS = ["synthetic_xnli", "synthetic_panx"]
 
 
-def cli_inprocess(*args: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        try:
-            code = main(list(args))
-        except SystemExit as exit_:
-            code = exit_.code
-    return code, out.getvalue(), err.getvalue()
 
 
 # ------------------------------------------------------------------------------------------------

@@ -5,7 +5,6 @@ is skipped."""
 from __future__ import annotations
 
 import base64
-import io
 import json
 import os
 import random
@@ -13,7 +12,6 @@ import re
 import shutil
 import subprocess
 import tempfile
-from contextlib import redirect_stderr, redirect_stdout
 
 import pytest
 from mlflow.entities import Metric, Param, RunTag
@@ -22,9 +20,9 @@ from mlflow.tracking import MlflowClient
 from xstilts.analysis import plots
 from xstilts.analysis.records import find_study, iter_trials
 from xstilts.analysis.tables import summarize
-from xstilts.study.cli import main
 from xstilts.tasks.record_schema import (TAG_CHECKPOINT, TAG_INTERMEDIATE, TAG_KIND, TAG_PARENT, TAG_SELECTION_METRIC,
                                  TAG_STUDY, TAG_TARGET, TAG_TRIAL_ID)
+from cli_in_process import cli
 
 TARGETS = {"synthetic_xnli": "accuracy", "synthetic_panx": "f1"}
 INTERMEDIATES = ["none", "synthetic_mnli", "synthetic_qqp"]
@@ -78,14 +76,6 @@ def store(tmp_path_factory):
     return root, uri, parents
 
 
-def cli(*args: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        try:
-            code = main(list(args))
-        except SystemExit as exit_:  # argparse errors
-            code = exit_.code
-    return code, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture(scope="module")

@@ -5,11 +5,9 @@ _temperature, target_train). No Ray. Every number is checked against a direct co
 fit against numpy.polyfit, the group means and gains by hand (in the comments)."""
 from __future__ import annotations
 
-import io
 import json
 import math
 import re
-from contextlib import redirect_stderr, redirect_stdout
 
 import numpy as np
 import pytest
@@ -22,9 +20,9 @@ from xstilts.analysis.questions import (ALL_TARGETS, EN_PLUS, ENGLISH_ONLY, NON_
 from xstilts.analysis.records import find_study, iter_trials
 from xstilts.analysis.report import build_sections
 from xstilts.analysis.tables import summarize, xtreme_style_scores
-from xstilts.study.cli import main
 from xstilts.tasks.record_schema import (TAG_CHECKPOINT, TAG_INTERMEDIATE, TAG_KIND, TAG_PARENT, TAG_SELECTION_METRIC,
                                  TAG_STUDY, TAG_TARGET, TAG_TRIAL_ID)
+from cli_in_process import cli
 
 approx = pytest.approx
 XNLI, PANX = "synthetic_xnli", "synthetic_panx"
@@ -292,14 +290,6 @@ def test_intermediate_types_nli_vs_qa(store):
 # The report, through the CLI
 # ------------------------------------------------------------------------------------------------
 
-def cli(*args: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        try:
-            code = main(list(args))
-        except SystemExit as exit_:
-            code = exit_.code
-    return code, out.getvalue(), err.getvalue()
 
 
 def test_report_sections_plots_and_json(store):
