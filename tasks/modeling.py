@@ -133,18 +133,23 @@ def evaluate(task: TaskSpec, model, tokenizer, examples: list, batch_size: int =
     `features`: the already encoded `examples` (e.g. read back from the feature cache, encoded
     with the same max_length and doc_stride); None: they are encoded here.
     """
-    return evaluate_with_stats(task, model, tokenizer, examples, batch_size, device, max_length, language=language,
-                               doc_stride=doc_stride, features=features)[0]
+    predictions = _predictions(task, model, tokenizer, examples, batch_size, device, max_length, doc_stride, features)
+    return score(task, predictions, examples, language)
 
 
 def evaluate_with_stats(task: TaskSpec, model, tokenizer, examples: list, batch_size: int = 64,
                         device: str | torch.device = "cpu", max_length: int | None = None, *, language: str = "en",
                         doc_stride: int = DOC_STRIDE, features: list | None = None):
-    """(`evaluate`'s scores, `example_stats` of the same predictions)."""
+    """(`evaluate`'s scores, `example_stats` of the same predictions): a final evaluation's; the
+    per-epoch dev evaluation needs only `evaluate`."""
+    predictions = _predictions(task, model, tokenizer, examples, batch_size, device, max_length, doc_stride, features)
+    return score(task, predictions, examples, language), example_stats(task, predictions, examples, language)
+
+
+def _predictions(task, model, tokenizer, examples, batch_size, device, max_length, doc_stride, features):
     if features is None:
         features = encode(task, examples, tokenizer, max_length, doc_stride)
-    predictions = predict(task, model, features, tokenizer.pad_token_id, batch_size, device)
-    return score(task, predictions, examples, language), example_stats(task, predictions, examples, language)
+    return predict(task, model, features, tokenizer.pad_token_id, batch_size, device)
 
 
 def majority_baseline(task: TaskSpec, train_examples: list, examples: list, language: str = "en") -> dict[str, float]:

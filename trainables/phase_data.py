@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from xstilts.tasks import DataOptions, get_task
 from xstilts.tasks.base import TaskDataError
 from xstilts.tasks.mixture import parse_source, source_name
-from xstilts.tasks.modeling import evaluate_with_stats, majority_baseline
+from xstilts.tasks.modeling import evaluate, evaluate_with_stats, majority_baseline
 from xstilts.tasks.record_schema import final_chance, final_dev, summarize_final
 from xstilts.trainables.config import PhaseConfig
 from xstilts.trainables.feature_cache import cached_encode
@@ -32,7 +32,9 @@ class DevSet:
                                          cfg.tokenizer_path, cfg.training.max_length, self.examples)
 
     def score(self, task, model, tokenizer, cfg: PhaseConfig, device) -> dict[str, float]:
-        return self.score_with_stats(task, model, tokenizer, cfg, device)[0]
+        opts = cfg.training  # every epoch: the scores only
+        return evaluate(task, model, tokenizer, self.examples, opts.eval_batch_size, device, opts.max_length,
+                        language=self.language, features=self.features)
 
     def score_with_stats(self, task, model, tokenizer, cfg: PhaseConfig, device):
         """(scores, per-example (numerator, denominator) of the selection metric, or None)."""
