@@ -1,12 +1,14 @@
 """Turn a recorded grid study's MLflow records into the compact table the search-efficiency
 benchmark replays (benchmarks/data/grid_embedded.json, a few kilobytes).
 
-    python benchmarks/record_grid.py --study NAME [--tracking-uri URI] [--experiment E] [--out FILE]
+    python benchmarks/record_grid.py --study NAME [--config YAML] [--tracking-uri URI] [--experiment E] [--out FILE]
 
 Per configuration (intermediate task, intermediate lr, target lr) and seed: the English dev score
 of every target epoch (MLflow's metric history of `en_dev_score`), the final all-language and
 zero-shot means, and the seconds of each phase (phase 2: its training seconds when this trial
-trained it, else 0 for a cache hit; phase 3: the sum of its epochs'). Read through
+trained it, else 0 for a cache hit; phase 3: the sum of its epochs'). The table names the study config
+it was recorded from (`config`, relative to the repository), whose search space the replay searches.
+Read through
 `xstilts.analysis.records` and MLflow's client; writes one JSON file.
 """
 from __future__ import annotations
@@ -31,7 +33,7 @@ def _history(client: MlflowClient, run_id: str, key: str) -> list[float]:
     return [points[step] for step in sorted(points)]
 
 
-def record(study_name: str, tracking_uri: str, experiment: str) -> dict:
+def record(study_name: str, tracking_uri: str, experiment: str, config: str = "search_spaces/grid_embedded.yaml") -> dict:
     study = find_study(tracking_uri, experiment, study_name)
     client = MlflowClient(tracking_uri)
     rows, target, intermediate_epochs = [], None, None
@@ -52,17 +54,19 @@ def record(study_name: str, tracking_uri: str, experiment: str) -> dict:
             "phase3_seconds": round(sum(_history(client, trial.run_id, "train_seconds")), 2),
         })
     rows.sort(key=lambda r: (r["intermediate"], r["intermediate_lr"], r["target_lr"], r["seed"]))
-    return {"study": study.name, "target": target, "intermediate_epochs": intermediate_epochs, "trials": rows}
+    return {"study": study.name, "config": config, "target": target, "intermediate_epochs": intermediate_epochs, "trials": rows}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--study", required=True)
+    parser.add_argument("--config", default="search_spaces/grid_embedded.yaml",
+                        help="the recorded study's config, relative to the repository (its search space is replayed)")
     parser.add_argument("--tracking-uri", default="sqlite:///xstilts_runs/mlflow.db")
     parser.add_argument("--experiment", default="xstilts-grid")
     parser.add_argument("--out", default=str(DEFAULT_OUT))
     args = parser.parse_args()
-    table = record(args.study, args.tracking_uri, args.experiment)
+    table = record(args.study, args.tracking_uri, args.experiment, args.config)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(table, indent=0) + "\n")
     print(f"{len(table['trials'])} trials of study {table['study']} -> {args.out}")

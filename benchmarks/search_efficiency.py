@@ -8,16 +8,25 @@ all-language score. A replay trainable reports a recorded curve through the stud
 and their settings are exactly the study's; only the training is replayed. Two modes:
 
 - `one-seed`: a trial reports one seed's curve (the seed drawn per trial, so the noise is the
-  real one): what a study with `seeds: 1` sees.
+  real one): the issue's definition.
+- `study-seed`: every trial of a replay reports the same seed's curve (replay seed modulo the
+  recorded seeds): what a study with `seeds: 1` sees, since it trains every trial with its one
+  `seed`. On the synthetic tasks the seed also generates the data, dev set included, so trials of
+  different seeds are scored on different dev sets (ceilings 90.3 / 87.3 / 84.3 on the grid), which
+  `one-seed` mixes and a real study never does.
 - `seed-mean`: a trial reports the mean over the recorded seeds of the per-epoch curve: what a
   study with `seeds: 3` selects on. Every epoch then costs one epoch per seed (grid and
-  strategies alike; phase 2 too: its cache key holds the seed). Here ASHA stops on the mean
-  curve, which a real study cannot do yet (`seeds` > 1 needs `scheduler: fifo`): those rows say
-  what it would gain.
+  strategies alike; phase 2 too: its cache key holds the seed). ASHA stops on the mean curve: a
+  model of `seeds`, below.
+- `seeds`: what a study with `seeds: 3` runs: every seed its own trial reporting its own curve,
+  through the study's Repeater (xstilts.study.seed_groups.SeedRepeater) and, with ASHA, the seed-group
+  scheduler (SeedGroupASHA), which stops a configuration on its seeds' mean. Cost: each seed
+  trial's epochs (a seed that ran ahead of its group's decision costs what it trained) and a
+  phase 2 per (intermediate, lr, seed); a configuration is selectable once all its seeds completed.
 
 Cost = target epochs trained, plus the phase-2 epochs of each distinct (intermediate, lr) the
 first time a trial needs it (the phase cache makes later ones free), times the seeds in
-`seed-mean` mode. A strategy "reaches" the grid when the configuration it has selected so far
+`seed-mean` mode (`seeds` mode: per seed trial, as above). A strategy "reaches" the grid when the configuration it has selected so far
 (the completed trial with the best English dev score, the honest zero-shot choice) has a true
 score (its seed-mean all-language score) within 0.5 points of the true score of the grid's own
 choice (the configuration with the best seed-mean English dev). Per strategy and mode, over
@@ -51,7 +60,9 @@ REPO = Path(__file__).resolve().parents[1]
 TABLE = Path(__file__).resolve().parent / "data" / "grid_embedded.json"
 CONFIG = REPO / "search_spaces" / "grid_embedded.yaml"
 WITHIN = 0.5  # points of the true score
-MODES = ("one-seed", "seed-mean")
+MODES = ("one-seed", "study-seed", "seed-mean", "seeds")
+TITLES = {"one-seed": "one seed drawn per trial", "study-seed": "the study's one seed",
+          "seed-mean": "the mean curve of the seeds", "seeds": "the seeds' mean, each seed a trial"}
 
 # name -> the search settings of the replayed study: overrides of the study's SearchConfig
 # defaults (so "TPE+ASHA (default)" is whatever the default is).
@@ -69,6 +80,8 @@ VARIANTS = {
     "TPE+ASHA rf 3": {"sampler": "tpe", "scheduler": "asha", "reduction_factor": 3},
     "TPE+ASHA each intermediate first": {"sampler": "tpe", "scheduler": "asha", "each_intermediate_first": True},
     "TPE+ASHA no baseline first": {"sampler": "tpe", "scheduler": "asha", "baseline_first": False},
+    "TPE+ASHA startup 2": {"sampler": "tpe", "scheduler": "asha", "startup_trials": 2},
+    "TPE+ASHA startup 8": {"sampler": "tpe", "scheduler": "asha", "startup_trials": 8},
 }
 
 
@@ -77,6 +90,8 @@ class Grid:
 
     def __init__(self, table: dict):
         self.intermediate_epochs = table["intermediate_epochs"]
+        # The study config the grid was recorded from: the replayed searches search its space.
+        self.config_path = REPO / table.get("config", CONFIG.relative_to(REPO))
         self.runs: dict[tuple, list[dict]] = {}
         for row in table["trials"]:
             self.runs.setdefault(self.key(row["intermediate"], row["intermediate_lr"], row["target_lr"]), []).append(row)
@@ -103,14 +118,19 @@ class Grid:
         return self.true_score(max(self.runs, key=self.dev_mean))
 
     def repeats(self, mode: str) -> int:
-        """Trainings per configuration: 1, or every seed in seed-mean mode."""
+        """Trainings per configuration: 1, or every seed in seed-mean and seeds mode."""
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}: use one of {', '.join(MODES)}")
-        return self.seeds if mode == "seed-mean" else 1
+        return self.seeds if mode in ("seed-mean", "seeds") else 1
 
     def full_cost(self, mode: str = "one-seed") -> int:
         phase2 = {(k[0], k[1]) for k in self.runs if k[0] != "none"}
         return (len(self.runs) * self.target_epochs + len(phase2) * self.intermediate_epochs) * self.repeats(mode)
+
+
+def _seed_of(config: dict, replay_seed: int, mode: str, grid: Grid) -> int:
+    """The recorded seed a trial replays: its seed index in a seed group (`seeds`), else the study's."""
+    return int(config.get("__trial_index__", 0)) if mode == "seeds" else replay_seed % grid.seeds
 
 
 def replay(config: dict, grid: Grid = None, replay_seed: int = 0, mode: str = "one-seed", names: tuple = ()) -> None:
@@ -124,13 +144,17 @@ def replay(config: dict, grid: Grid = None, replay_seed: int = 0, mode: str = "o
     rows = grid.runs[key]
     if mode == "seed-mean":
         draw, curve = -1, grid.mean_curve(key)
-    else:
+    elif mode in ("study-seed", "seeds") and any(r["seed"] == _seed_of(config, replay_seed, mode, grid) for r in rows):
+        draw = next(i for i, r in enumerate(rows) if r["seed"] == _seed_of(config, replay_seed, mode, grid))
+        curve = rows[draw]["en_dev"]
+    else:  # one-seed (and study-seed where the configuration lost that seed's record)
         draw = random.Random(f"{replay_seed}/{tune.get_context().get_trial_id()}").randrange(len(rows))
         curve = rows[draw]["en_dev"]
     for epoch, score in enumerate(curve, start=1):
         # The last epoch carries the final record, as a real trial's does (a trial without it was stopped).
         final = {final_metric: score} if epoch == len(curve) else {}
-        tune.report({epoch_metric: score, epoch_attr: epoch, "config_key": json.dumps(key), "drawn_seed": draw, **final})
+        tune.report({epoch_metric: score, epoch_attr: epoch, "config_key": json.dumps(key), "drawn_seed": draw,
+                     "seed_index": int(config.get("__trial_index__", 0)), **final})
 
 
 def search_config(overrides: dict, replay_seed: int):
@@ -155,6 +179,7 @@ def _recorder_class():
             # `trials` is the controller's list in creation order (trial ids are random hex).
             self.seen[trial.trial_id] = {"trial_id": trial.trial_id, "order": trials.index(trial),
                                          "key": tuple(json.loads(result["config_key"])),
+                                         "seed_index": int(result.get("seed_index", 0)),
                                          "epochs": int(result[self.attr]), "final_dev": float(result[self.metric])}
 
     return Recorder
@@ -165,9 +190,11 @@ def _Recorder(seen: dict, metric: str, attr: str):
 
 
 def run_strategy(grid: Grid, overrides: dict, replay_seed: int, work: Path, mode: str = "one-seed",
-                 config_path: Path = CONFIG) -> list[dict]:
+                 config_path: Path | None = None, trials: int | None = None) -> list[dict]:
     """One search, replayed: the trials in the order Tune created them, with what each reported.
-    `config_path`: the study config whose search space the table covers (the recorded grid's)."""
+    `config_path`: the study config whose search space the table covers (default: the recorded grid's);
+    `trials`: the search's num_samples (default: as many as the grid has configurations; the grid
+    sampler always runs them all)."""
     import ray.cloudpickle
     from ray import tune
 
@@ -179,8 +206,9 @@ def run_strategy(grid: Grid, overrides: dict, replay_seed: int, work: Path, mode
     grid.repeats(mode)  # checks the mode
     if __name__ != "__main__":  # imported (tests): Ray's workers get this module by value
         ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    config = load_config(config_path)
-    config = dataclasses.replace(config, seeds=1, num_samples=len(grid.runs), max_concurrent_trials=2,
+    config = load_config(config_path or grid.config_path)
+    config = dataclasses.replace(config, seeds=grid.seeds if mode == "seeds" else 1,
+                                 num_samples=trials or len(grid.runs), max_concurrent_trials=2,
                                  search=search_config(overrides, replay_seed))
     trainable = tune.with_resources(tune.with_parameters(replay, grid=grid, replay_seed=replay_seed, mode=mode,
                                                          names=(SELECTION_METRIC, TIME_ATTR, FINAL_EN_DEV)),
@@ -201,6 +229,8 @@ def run_strategy(grid: Grid, overrides: dict, replay_seed: int, work: Path, mode
 
 def cost_curve(grid: Grid, trials: list[dict], mode: str = "one-seed") -> list[tuple[int, float]]:
     """(cumulative cost, regret of the selection so far) after each trial, in creation order."""
+    if mode == "seeds":
+        return _seed_group_cost_curve(grid, trials)
     repeats = grid.repeats(mode)
     reference, seen, cost, best = grid.reference(), set(), 0, None
     curve = []
@@ -214,6 +244,31 @@ def cost_curve(grid: Grid, trials: list[dict], mode: str = "one-seed") -> list[t
             best = trial  # completed trials only: a stopped one was not trained to the end
         regret = reference - grid.true_score(tuple(best["key"])) if best else float("inf")
         curve.append((cost, regret))
+    return curve
+
+
+def _seed_group_cost_curve(grid: Grid, trials: list[dict]) -> list[tuple[int, float]]:
+    """`seeds` mode: the Repeater creates a group's seed trials one after the other, so the groups
+    are consecutive runs of `grid.seeds` trials in creation order; a group is selectable (on its
+    seeds' mean final dev) once every seed of it completed."""
+    reference, trained, cost, best = grid.reference(), set(), 0, None
+    curve = []
+    for start in range(0, len(trials), grid.seeds):
+        group = trials[start:start + grid.seeds]
+        if len({tuple(t["key"]) for t in group}) != 1:
+            raise ValueError(f"trials {start}-{start + len(group) - 1} are not one seed group: {[t['key'] for t in group]}")
+        for trial in group:
+            intermediate, intermediate_lr, _ = trial["key"]
+            if intermediate != "none" and (intermediate, intermediate_lr, trial["seed_index"]) not in trained:
+                trained.add((intermediate, intermediate_lr, trial["seed_index"]))
+                cost += grid.intermediate_epochs
+            cost += trial["epochs"]
+            complete = len(group) == grid.seeds and all(t["epochs"] == grid.target_epochs for t in group)
+            if trial is group[-1] and complete:
+                mean = statistics.fmean(t["final_dev"] for t in group)
+                if best is None or mean > best[0]:
+                    best = (mean, tuple(trial["key"]))
+            curve.append((cost, reference - grid.true_score(best[1]) if best else float("inf")))
     return curve
 
 
@@ -232,11 +287,20 @@ def quantile(values: list[float], q: float) -> float:
     return high if math.isinf(high) else low + (high - low) * weight
 
 
+def median_interval(ratios: list[float], draws: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """A 95 % percentile-bootstrap interval of the median over replays (is a median near the goal
+    resolved against it at this many replays?)."""
+    rng = random.Random(seed)
+    medians = sorted(quantile(rng.choices(ratios, k=len(ratios)), 0.5) for _ in range(draws))
+    return quantile(medians, 0.025), quantile(medians, 0.975)
+
+
 def summarize(ratios: list[float], final_regrets: list[float] = ()) -> dict:
     """Median and interquartile range of cost-to-reach / grid cost, the fraction that reach, and
     the fraction whose last selection (after every trial) is still within reach: a search can
     select the right configuration early and lose it to a luckier seed later."""
     return {"median": quantile(ratios, 0.5), "q1": quantile(ratios, 0.25), "q3": quantile(ratios, 0.75),
+            "median_interval": median_interval(ratios),
             "reached": sum(1 for r in ratios if not math.isinf(r)) / len(ratios), "replays": len(ratios),
             "final_within": (sum(1 for r in final_regrets if r <= WITHIN) / len(final_regrets)) if final_regrets
             else math.nan}
@@ -269,7 +333,7 @@ def plot(curves: dict[str, dict[str, list]], full_costs: dict[str, int], path: P
                 medians.append(quantile(at, 0.5) if sum(1 for a in at if not math.isinf(a)) * 2 > len(at) else math.nan)
             axes.plot([s / full_costs[mode] for s in steps], medians, label=f"{name} ({len(runs)})")
         axes.axhline(WITHIN, linestyle=":", color="grey")
-        axes.set_title(f"{mode}: selection on {'one drawn seed' if mode == 'one-seed' else 'the mean of 3 seeds'}")
+        axes.set_title(f"{mode}: selection on {TITLES[mode]}")
         axes.set_xlabel("cost / full-grid cost")
         axes.set_ylabel("regret of the selection (points, median)")
         axes.legend(fontsize=7)
@@ -290,7 +354,7 @@ def load_results(path: Path, digest: str) -> dict:
 
 
 def run_all(grid: Grid, strategies: dict, modes: list[str], seeds: range, replays: dict, out: Path, digest: str,
-            started: float) -> None:
+            started: float, trials: int | None = None) -> None:
     """Every replay not in `replays` yet, each written to `out` as it finishes, on one Ray runtime."""
     import ray
 
@@ -313,8 +377,9 @@ def run_all(grid: Grid, strategies: dict, modes: list[str], seeds: range, replay
                     for name, overrides in strategies.items():
                         label = f"{mode}|{name}|{seed}"
                         if label not in replays:
-                            trials = run_strategy(grid, overrides, seed, Path(work) / f"{len(replays)}", mode)
-                            replays[label] = cost_curve(grid, trials, mode)
+                            made = run_strategy(grid, overrides, seed, Path(work) / f"{len(replays)}", mode,
+                                                trials=trials)
+                            replays[label] = cost_curve(grid, made, mode)
                             partial = out.with_name(out.name + ".part")  # a kill mid-write leaves the file whole
                             partial.write_text(json.dumps({"table": digest, "replays": replays}))
                             os.replace(partial, out)
@@ -333,6 +398,8 @@ def main() -> None:
     parser.add_argument("--strategies", default=",".join(STRATEGIES), help="comma-separated subset of the strategies")
     parser.add_argument("--variants", action="store_true", help="also the candidate defaults: " + ", ".join(VARIANTS))
     parser.add_argument("--modes", default=",".join(MODES), help="comma-separated subset of " + ", ".join(MODES))
+    parser.add_argument("--trials", type=int, default=None, help="trials per search (default: as many as the grid "
+                        "has configurations; a search that has not reached by then counts as never reaching)")
     parser.add_argument("--png", default=str(Path(__file__).resolve().parent / "search_efficiency.png"))
     parser.add_argument("--out", default=None, help="JSON of every replay's curve, continued if it exists "
                         "(default: search_efficiency_quick.json / _full.json in the system's temp folder)")
@@ -352,7 +419,8 @@ def main() -> None:
     if unknown:
         sys.exit(f"unknown strategy or mode: {', '.join(unknown)}")
     out = Path(args.out or Path(tempfile.gettempdir()) / f"search_efficiency_{'full' if args.full else 'quick'}.json")
-    digest = table_digest(table)
+    # Replays of another trial budget are other replays: the saved file is keyed by both.
+    digest = table_digest(table) + (f"/{args.trials} trials" if args.trials else "")
     replays = load_results(out, digest)
     for extra in args.include:
         replays = {**load_results(Path(extra), digest), **replays}
@@ -364,11 +432,12 @@ def main() -> None:
     full_costs = {mode: grid.full_cost(mode) for mode in MODES}
     print(f"grid: {len(grid.runs)} configurations x {grid.seeds} seeds; full-grid cost {full_costs['one-seed']} epochs "
           f"({full_costs['seed-mean']} with every seed); reference true score {grid.reference():.2f}; "
-          f"{seeds} replay seeds per strategy and mode; replays in {out} ({len(replays)} already there)", flush=True)
+          f"{args.trials or len(grid.runs)} trials per search, {seeds} replay seeds per strategy and mode; replays in {out} "
+          f"({len(replays)} already there)", flush=True)
     started = time.time()
     if not args.no_run:
         run_all(grid, {name: known[name] for name in names}, modes, range(args.first_seed, seeds), replays, out, digest,
-                started)
+                started, args.trials)
     curves: dict[str, dict[str, list]] = {}
     summary: dict[tuple[str, str], dict] = {}
     for mode in modes:
@@ -380,8 +449,9 @@ def main() -> None:
             curves.setdefault(name, {})[mode] = runs
             summary[name, mode] = s = summarize([cost_to_reach(c) / full_costs[mode] for c in runs],
                                                 [c[-1][1] for c in runs])
-            print(f"{mode:<9} {name:<34} cost-to-reach / grid: median {s['median']:.2f} (IQR {s['q1']:.2f}-"
-                  f"{s['q3']:.2f}); reached in {s['reached']:.0%}, final selection within {WITHIN} in "
+            low, high = s["median_interval"]
+            print(f"{mode:<9} {name:<34} cost-to-reach / grid: median {s['median']:.2f} [95 % {low:.2f}-{high:.2f}] "
+                  f"(IQR {s['q1']:.2f}-{s['q3']:.2f}); reached in {s['reached']:.0%}, final selection within {WITHIN} in "
                   f"{s['final_within']:.0%} of {s['replays']} replays")
     if not summary:
         sys.exit("no replays to summarize")

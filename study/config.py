@@ -225,6 +225,9 @@ class SearchConfig:
     algorithm: str = "optuna"  # Optuna through ray.tune.search.optuna.OptunaSearch
     sampler: str = "tpe"  # "tpe", "random" or "grid" (every point once; num_samples is the grid's size)
     seed: int = 0
+    # TPE: trials sampled at random before its model of good and bad points takes over (Optuna's
+    # n_startup_trials; the fixed points below count among them).
+    startup_trials: int = 4
     scheduler: str = "asha"  # "asha" or "fifo" (no early stopping)
     grace_period: int = 1  # ASHA: epochs before a trial can be stopped
     reduction_factor: int = 2
@@ -269,6 +272,7 @@ class SearchConfig:
         if self.scheduler not in ("asha", "fifo"):
             raise FieldError("scheduler", f"unknown scheduler {short(self.scheduler)}", "use asha or fifo")
         positive_int(self.grace_period, "grace_period", "use 1 or more epochs")
+        positive_int(self.startup_trials, "startup_trials", "use 1 or more trials (Optuna's default is 10, ours 4)")
         storage = self.optuna_storage
         if not isinstance(storage, str) or not (storage in ("auto", "none") or "://" in storage) or len(storage) > 1000:
             raise FieldError("optuna_storage", f"must be auto, none or an RDB URL, got {short(storage)}",
@@ -622,9 +626,6 @@ def _check_values(c: StudyConfig) -> None:
             if spec.type != "choice":
                 raise ConfigError(f"search_space.{name}", f"is {spec.type}, and a grid needs every dimension as a choice",
                                   "give {type: choice, values: [...]} or use sampler tpe")
-    if c.seeds > 1 and c.search.scheduler != "fifo":
-        raise ConfigError("search.scheduler", f"{c.search.scheduler} stops trials early, so the {c.seeds} seeds of one "
-                          "configuration would train different numbers of epochs", "use scheduler: fifo with seeds > 1")
     _positive_int(c.max_concurrent_trials, "max_concurrent_trials", "use 1 or more")
     for where, seed in (("seed", c.seed), ("search.seed", c.search.seed)):
         if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:

@@ -145,12 +145,13 @@ def prune_intermediates(ranking: list[str], keep: int, listed: tuple[str, ...]) 
 
 def repeat_seeds(searcher, seeds: int):
     """Each proposed configuration trained `seeds` times (Tune's Repeater: the repeats get
-    `__trial_index__` 0..seeds-1, which the trial adds to its seed; the searcher sees their mean)."""
+    `__trial_index__` 0..seeds-1, which the trial adds to its seed; the searcher sees their mean,
+    as a completed trial only when every seed completed: xstilts.study.seed_groups)."""
     if seeds <= 1:
         return searcher
-    from ray.tune.search import Repeater
+    from xstilts.study.seed_groups import SeedRepeater
 
-    return Repeater(searcher, repeat=seeds)
+    return SeedRepeater(searcher, repeat=seeds, time_attr=TIME_ATTR)
 
 
 def make_searcher(config: StudyConfig, target_index: int, storage_url: str | None = None, study_name: str | None = None,
@@ -165,7 +166,7 @@ def make_searcher(config: StudyConfig, target_index: int, storage_url: str | Non
     intermediates = tuple(intermediates or config.intermediate_tasks)
     seed = config.search.seed + target_index  # each target has its own, reproducible sampler
     if config.search.sampler == "tpe":
-        sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(4, config.num_samples))
+        sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(config.search.startup_trials, config.num_samples))
     else:
         sampler = optuna.samplers.RandomSampler(seed=seed)
     retrieval = not kind_of(get_task(config.target_tasks[target_index])).trainable
@@ -205,6 +206,11 @@ def make_scheduler(config: StudyConfig):
 
     if config.search.scheduler == "fifo":
         return FIFOScheduler()
+    if config.seeds > 1:  # stop a configuration on its seeds' mean, all its seeds together
+        from xstilts.study.seed_groups import SeedGroupASHA
+
+        return SeedGroupASHA(TIME_ATTR, SELECTION_METRIC, "max", config.training.target_epochs,
+                             config.search.grace_period, config.search.reduction_factor, config.seeds)
     return ASHAScheduler(time_attr=TIME_ATTR, metric=SELECTION_METRIC, mode="max", max_t=config.training.target_epochs,
                          grace_period=config.search.grace_period, reduction_factor=config.search.reduction_factor,
                          # A trial that reaches the last epoch must finish on its own: it still has

@@ -17,6 +17,7 @@ from xstilts.trainables.config import ResourceOptions, TrainingOptions
     (ResourceOptions(trial_max_failures=101), "trial_max_failures"),
     (SearchConfig(sampler="bayes"), "sampler"),
     (SearchConfig(tell_stopped_as="never"), "tell_stopped_as"),
+    (SearchConfig(startup_trials=0), "startup_trials"),
     (MlflowConfig(tracking_uri="./mlruns"), "tracking_uri"),
 ])
 def test_dataclass_checks_its_fields(options, field):

@@ -78,6 +78,25 @@ def test_cost_curve_seed_mean_counts_every_seed():
     assert se.cost_to_reach(curve) == 14 and grid.full_cost("seed-mean") == 18
 
 
+def test_cost_curve_seed_groups():
+    """`seeds` mode: each seed a trial, groups of consecutive trials; a group is selectable once every
+    seed of it completed, on its seeds' mean; phase 2 per (intermediate, lr, seed)."""
+    grid = se.Grid(TABLE)
+
+    def seed_trial(key, seed, epochs, final_dev):
+        return {**_trial(0, key, epochs, final_dev), "seed_index": seed}
+
+    trials = [seed_trial(NONE, 0, 2, 50.0), seed_trial(NONE, 1, 2, 50.0),
+              seed_trial(LUCKY, 0, 2, 90.0), seed_trial(LUCKY, 1, 1, 30.0),  # stopped: not selectable
+              seed_trial(GOOD, 0, 2, 80.0), seed_trial(GOOD, 1, 2, 70.0)]
+    # LUCKY trains the phase 2 of each seed (1 epoch each); GOOD (the same intermediate lr) reuses them.
+    assert se.cost_curve(grid, trials, "seeds") == [(2, math.inf), (4, 25.0), (7, 25.0), (9, 25.0), (11, 25.0),
+                                                    (13, 0.0)]
+    with pytest.raises(ValueError, match="not one seed group"):
+        se.cost_curve(grid, [seed_trial(NONE, 0, 2, 50.0), seed_trial(GOOD, 1, 2, 70.0)], "seeds")
+    assert grid.full_cost("seeds") == grid.full_cost("seed-mean") == 18
+
+
 def test_quantiles_and_summary_with_replays_that_never_reach():
     assert se.quantile([0.1, 0.2, 0.3, 0.4], 0.5) == pytest.approx(0.25)
     assert se.quantile([0.1, 0.2, math.inf], 0.5) == 0.2
@@ -128,3 +147,17 @@ def test_replay_through_make_tuner(ray_runtime, tiny_config, tmp_path, monkeypat
         recorded = [row["en_dev"][t["epochs"] - 1] for row in grid.runs[t["key"]]]
         assert 1 <= t["epochs"] <= 2 and t["final_dev"] in recorded
     assert se.cost_curve(grid, trials, "one-seed")[-1][0] <= 4 * 2 + 1  # 4 trials, one phase 2 at most
+
+
+def test_study_seed_replay_uses_one_seed_for_every_trial(ray_runtime, tiny_config, tmp_path, monkeypatch):
+    """study-seed: what a `seeds: 1` study sees, every trial trained with the study's one seed (on
+    the synthetic tasks the seed also draws the dev set, so trials of one study share it)."""
+    monkeypatch.setenv("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    grid = se.Grid(TABLE)
+    # Replay seed 3 -> recorded seed 3 % 2 = 1 for all four configurations of the grid.
+    trials = se.run_strategy(grid, se.STRATEGIES["grid"], 3, tmp_path / "grid", "study-seed", tiny_config)
+    seed1 = {key: rows[1]["en_dev"][-1] for key, rows in grid.runs.items()}
+    assert [(t["key"], t["final_dev"]) for t in trials] == [(k, seed1[k]) for k in (NONE, NONE_FAST, GOOD, LUCKY)]
+    # Seed 1: GOOD's 70 beats LUCKY's 30, and the grid's selection is right once GOOD has run.
+    assert se.cost_curve(grid, trials, "study-seed") == [(2, 25.0), (4, 20.0), (7, 0.0), (9, 0.0)]
+    assert grid.full_cost("study-seed") == grid.full_cost("one-seed") == 9
