@@ -37,7 +37,7 @@ from xstilts.analysis.run_stats import RunStats
 from xstilts.analysis.select import BestTracker, Selection
 from xstilts.tasks import NONE, UnknownTaskError, get_task
 from xstilts.analysis.uncertainty import SeedScores
-from xstilts.tasks.record_schema import PARAM_RETRIEVAL_LAYER, PARAM_INTERMEDIATE_LR, PARAM_TARGET_LR, FINAL_ALL_LANGUAGES, FINAL_CHANCE_PREFIX, FINAL_ZERO_SHOT
+from xstilts.tasks.record_schema import PARAM_RETRIEVAL_LAYER, PARAM_INTERMEDIATE_LR, PARAM_TARGET_LR, FINAL_ALL_LANGUAGES, FINAL_EN_DEV, FINAL_CHANCE_PREFIX, FINAL_ZERO_SHOT
 from xstilts.tasks.xtreme_eval import XTREME_R_LANGUAGES, xtreme_aggregate, xtreme_r_score
 
 HONEST, ORACLE = "en_dev", "oracle_all_languages"
@@ -167,11 +167,13 @@ def summarize(trials: Iterable[TrialRecord], name: str = "") -> StudySummary:
             _float(trial.params.get(PARAM_TARGET_LR)), _float(trial.params.get(PARAM_INTERMEDIATE_LR)),
             trial.last_en_dev_score, trial.metrics.get(FINAL_ALL_LANGUAGES),
         ))
+        configuration = tuple(trial.params.get(p) for p in (PARAM_INTERMEDIATE_LR, PARAM_TARGET_LR, PARAM_RETRIEVAL_LAYER))
         if not trial.completed:
+            if trial.status == "FINISHED" and FINAL_EN_DEV not in trial.metrics:  # stopped early by the scheduler
+                seed_scores.setdefault((target, intermediate), {}).setdefault(configuration, SeedScores()).stopped += 1
             continue
         cell.en_dev.append(trial.en_dev_score)
         if FINAL_ALL_LANGUAGES in trial.metrics:
-            configuration = tuple(trial.params.get(p) for p in (PARAM_INTERMEDIATE_LR, PARAM_TARGET_LR, PARAM_RETRIEVAL_LAYER))
             seeds = seed_scores.setdefault((target, intermediate), {}).setdefault(configuration, SeedScores())
             seeds.en_dev.append(trial.en_dev_score)
             seeds.all_languages.append(trial.metrics[FINAL_ALL_LANGUAGES])

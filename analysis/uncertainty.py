@@ -52,6 +52,9 @@ class SeedScores:
     en_dev: list[float] = field(default_factory=list)
     all_languages: list[float] = field(default_factory=list)
     languages: list[dict[str, float]] = field(default_factory=list)  # per seed: language -> dev score
+    # Seeds the scheduler stopped early (xstilts.study.seed_groups stops a configuration on its seeds'
+    # mean; a seed that had already finished stays finished, and is not compared on its own).
+    stopped: int = 0
 
     @property
     def en_dev_mean(self) -> float:
@@ -102,8 +105,9 @@ def seed_interval(treated: list[float], baseline: list[float], draws: int = DRAW
 
 
 def best_configuration(configurations: dict[tuple, SeedScores]) -> SeedScores | None:
-    """The configuration with the best seed-mean English dev score among those with scores."""
-    scored = [s for s in configurations.values() if s.en_dev and s.all_languages]
+    """The configuration with the best seed-mean English dev score among those with scores and no
+    seed stopped early."""
+    scored = [s for s in configurations.values() if s.en_dev and s.all_languages and not s.stopped]
     return max(scored, key=lambda s: s.en_dev_mean, default=None)
 
 

@@ -41,7 +41,7 @@ def test_each_arm_at_its_best_seed_mean_configuration():
 
 
 def test_seeds_option_reaches_the_trial(tmp_path):
-    from xstilts.study.config import ConfigError, parse_config
+    from xstilts.study.config import parse_config
     from xstilts.study.search import repeat_seeds
     from xstilts.trainables.config import SEED_INDEX_KEY, TrialConfig
     from xstilts.trainables.trial import intermediate_cache_fields
@@ -51,14 +51,12 @@ def test_seeds_option_reaches_the_trial(tmp_path):
            "search_space": {"intermediate_lr": {"type": "choice", "values": [1e-3]},
                             "target_lr": {"type": "choice", "values": [1e-3]}},
            "mlflow": {"tracking_uri": f"sqlite:///{tmp_path}/m.db"}, "storage_path": str(tmp_path / "runs")}
-    with pytest.raises(ConfigError, match="'search.scheduler'.*use scheduler: fifo"):
-        parse_config(raw)
     config = parse_config({**raw, "search": {"scheduler": "fifo"}})
-    assert config.seeds == 3
+    assert config.seeds == 3 and parse_config(raw).search.scheduler == "asha"  # seed groups: tests/test_seed_groups.py
     from xstilts.study.search import make_searcher
 
     repeater = repeat_seeds(make_searcher(config, 0), 3)
-    assert type(repeater).__name__ == "Repeater" and repeater.repeat == 3
+    assert type(repeater).__name__ == "SeedRepeater" and repeater.repeat == 3
     base = {"study_name": "s", "target_task": "synthetic_xnli", "model_path": "m", "seed": 10, "storage_path": "/s",
             "phase_cache_dir": "/c", "mlflow_tracking_uri": "sqlite:///x.db", "mlflow_experiment_id": "1",
             "mlflow_parent_run_id": "p", "training": {}, "resources": {}, "intermediate_catalog": config.intermediate_catalog(),
