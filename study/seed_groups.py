@@ -10,7 +10,10 @@ the searcher and the scheduler must see the group, not its members.
   whose unit is the seed group: at each rung the group's mean over its seeds is compared with the
   other groups' means at that rung, and a group below the cut is stopped, every seed of it. A seed
   that reaches a rung before its siblings goes on until the group's mean exists; a seed that has
-  already finished stays finished (the analysis compares configurations on their completed seeds).
+  already finished stays finished, and the seed analysis leaves out a configuration with a stopped
+  seed (xstilts.analysis.uncertainty.best_configuration). Seeds that run one after the other (fewer
+  slots than seeds) therefore often train to the end before their group is stopped: the cost
+  benchmarks/README.md measures ("seeds" mode).
 
 Imported only when a study runs (it imports Ray); module-level classes, so Tune can pickle them when
 it saves the study for `xstilts resume`.
