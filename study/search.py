@@ -202,7 +202,7 @@ def make_searcher(config: StudyConfig, target_index: int, storage_url: str | Non
 
 
 def make_scheduler(config: StudyConfig):
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.schedulers import FIFOScheduler
 
     if config.search.scheduler == "fifo":
         return FIFOScheduler()
@@ -211,11 +211,12 @@ def make_scheduler(config: StudyConfig):
 
         return SeedGroupASHA(TIME_ATTR, SELECTION_METRIC, "max", config.training.target_epochs,
                              config.search.grace_period, config.search.reduction_factor, config.seeds)
-    return ASHAScheduler(time_attr=TIME_ATTR, metric=SELECTION_METRIC, mode="max", max_t=config.training.target_epochs,
-                         grace_period=config.search.grace_period, reduction_factor=config.search.reduction_factor,
-                         # A trial that reaches the last epoch must finish on its own: it still has
-                         # to log its zero-shot results and checkpoint after its last report.
-                         stop_last_trials=False)
+    from xstilts.study.asha import FinishingASHA
+
+    # A trial that reaches the last epoch must finish on its own: it still has to log its
+    # zero-shot results and checkpoint after its last report (FinishingASHA never stops it there).
+    return FinishingASHA(time_attr=TIME_ATTR, metric=SELECTION_METRIC, mode="max", max_t=config.training.target_epochs,
+                         grace_period=config.search.grace_period, reduction_factor=config.search.reduction_factor)
 
 
 def __getattr__(name: str):
