@@ -19,8 +19,8 @@ and their settings are exactly the study's; only the training is replayed. Two m
   strategies alike; phase 2 too: its cache key holds the seed). ASHA stops on the mean curve: a
   model of `seeds`, below.
 - `seeds`: what a study with `seeds: 3` runs: every seed its own trial reporting its own curve,
-  through the study's Repeater (xstilts.study.seed_groups.SeedRepeater) and, with ASHA, the seed-group
-  scheduler (SeedGroupASHA), which stops a configuration on its seeds' mean. Cost: each seed
+  through the study's Repeater (xstilts.study.seed_groups.SeedRepeater) and, with ASHA, the study's
+  scheduler (xstilts.study.asha.GroupASHA), which stops a configuration on its seeds' mean. Cost: each seed
   trial's epochs (a seed that ran ahead of its group's decision costs what it trained) and a
   phase 2 per (intermediate, lr, seed); a configuration is selectable once all its seeds completed.
 
@@ -68,19 +68,37 @@ MODES = ("one-seed", "study-seed", "seed-mean", "seeds")
 TITLES = {"one-seed": "one seed drawn per trial", "study-seed": "the study's one seed",
           "seed-mean": "the mean curve of the seeds", "seeds": "the seeds' mean, each seed a trial"}
 
-# name -> the search settings of the replayed study: overrides of the study's SearchConfig
-# defaults (so "TPE+ASHA (default)" is whatever the default is).
+# The study `xstilts run` runs: its search settings are "our default" below.
+DEFAULT_STUDY = REPO / "search_spaces" / "embedded_default.yaml"
+
+
+def default_search() -> dict:
+    """The embedded default study's `search` section (as overrides of SearchConfig's defaults)."""
+    import yaml
+
+    search = yaml.safe_load(DEFAULT_STUDY.read_text())["search"]
+    return {name: value for name, value in search.items() if name not in ("algorithm", "seed")}
+
+
+# name -> the search settings of the replayed study: overrides of SearchConfig's defaults (grace
+# period 1; "TPE+ASHA (default)" is the embedded default study's, whatever it is now).
 STRATEGIES = {
     "grid": {"sampler": "grid", "scheduler": "fifo"},
     "random": {"sampler": "random", "scheduler": "fifo"},
     "random+ASHA": {"sampler": "random", "scheduler": "asha"},
     "TPE": {"sampler": "tpe", "scheduler": "fifo"},
     "TPE+ASHA (stopped told complete)": {"sampler": "tpe", "scheduler": "asha", "tell_stopped_as": "complete"},
-    "TPE+ASHA (default)": {},
+    "TPE+ASHA (default)": default_search(),
 }
-# Candidate changes to the default (--variants): ASHA's rungs and the fixed points it starts from.
+# Candidate changes to the default (--variants): ASHA's rungs, how many seeds it judges a group on,
+# and the fixed points it starts from.
 VARIANTS = {
-    "TPE+ASHA grace 2": {"sampler": "tpe", "scheduler": "asha", "grace_period": 2},
+    "TPE+ASHA grace 1": {"sampler": "tpe", "scheduler": "asha", "grace_period": 1},
+    "TPE+ASHA grace 1 all seeds (before)": {"sampler": "tpe", "scheduler": "asha", "grace_period": 1,
+                                            "decide_on_seeds": 0},
+    "TPE+ASHA grace 1 decide on 2 seeds": {"sampler": "tpe", "scheduler": "asha", "grace_period": 1,
+                                           "decide_on_seeds": 2},
+    "TPE+ASHA grace 2 all seeds": {"sampler": "tpe", "scheduler": "asha", "grace_period": 2, "decide_on_seeds": 0},
     "TPE+ASHA rf 3": {"sampler": "tpe", "scheduler": "asha", "reduction_factor": 3},
     "TPE+ASHA each intermediate first": {"sampler": "tpe", "scheduler": "asha", "each_intermediate_first": True},
     "TPE+ASHA no baseline first": {"sampler": "tpe", "scheduler": "asha", "baseline_first": False},

@@ -231,6 +231,12 @@ class SearchConfig:
     scheduler: str = "asha"  # "asha" or "fifo" (no early stopping)
     grace_period: int = 1  # ASHA: epochs before a trial can be stopped
     reduction_factor: int = 2
+    # With seeds > 1: ASHA judges a configuration at a rung on the mean of the seeds that reached
+    # it, first once this many have (0: all of them), then again as each later seed arrives. Judged
+    # on its first seed, a configuration's later seeds do not train past a rung waiting for their
+    # siblings (seeds run one after the other when there are fewer slots than seeds); the cost and
+    # the selection it gives are measured in benchmarks/README.md (search_efficiency.py, "seeds").
+    decide_on_seeds: int = 1
     # Start each target's search with the no-intermediate baseline (when `none` is a choice), so
     # every intermediate task is compared with it; the sampler takes over from there.
     baseline_first: bool = True
@@ -272,6 +278,9 @@ class SearchConfig:
         if self.scheduler not in ("asha", "fifo"):
             raise FieldError("scheduler", f"unknown scheduler {short(self.scheduler)}", "use asha or fifo")
         positive_int(self.grace_period, "grace_period", "use 1 or more epochs")
+        if not isinstance(self.decide_on_seeds, int) or isinstance(self.decide_on_seeds, bool) or self.decide_on_seeds < 0:
+            raise FieldError("decide_on_seeds", f"must be an integer >= 0, got {short(self.decide_on_seeds)}",
+                             "use 0 (all of a configuration's seeds) or e.g. 1")
         positive_int(self.startup_trials, "startup_trials", "use 1 or more trials (Optuna's default is 10, ours 4)")
         storage = self.optuna_storage
         if not isinstance(storage, str) or not (storage in ("auto", "none") or "://" in storage) or len(storage) > 1000:

@@ -206,17 +206,12 @@ def make_scheduler(config: StudyConfig):
 
     if config.search.scheduler == "fifo":
         return FIFOScheduler()
-    if config.seeds > 1:  # stop a configuration on its seeds' mean, all its seeds together
-        from xstilts.study.seed_groups import SeedGroupASHA
+    from xstilts.study.asha import GroupASHA
 
-        return SeedGroupASHA(TIME_ATTR, SELECTION_METRIC, "max", config.training.target_epochs,
-                             config.search.grace_period, config.search.reduction_factor, config.seeds)
-    from xstilts.study.asha import FinishingASHA
-
-    # A trial that reaches the last epoch must finish on its own: it still has to log its
-    # zero-shot results and checkpoint after its last report (FinishingASHA never stops it there).
-    return FinishingASHA(time_attr=TIME_ATTR, metric=SELECTION_METRIC, mode="max", max_t=config.training.target_epochs,
-                         grace_period=config.search.grace_period, reduction_factor=config.search.reduction_factor)
+    # Seed groups (seeds > 1) are judged on their seeds' mean and stopped together; a trial on its
+    # last epoch is never stopped: it still has to log its zero-shot results and checkpoint.
+    return GroupASHA(TIME_ATTR, SELECTION_METRIC, "max", config.training.target_epochs, config.search.grace_period,
+                     config.search.reduction_factor, config.seeds, config.search.decide_on_seeds)
 
 
 def __getattr__(name: str):

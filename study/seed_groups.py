@@ -6,25 +6,17 @@ the searcher and the scheduler must see the group, not its members.
   stopped, and (told everything as stopped) TPE learnt nothing. Here the searcher gets the mean of
   the final scores, with the final metric, when every seed completed; the mean of the last scores
   at the epoch they reached (so Optuna keeps it as a pruned trial's value) when the group was stopped.
-- `SeedGroupASHA`: asynchronous successive halving (Li et al., MLSys 2020, as Ray's ASHAScheduler)
-  whose unit is the seed group: at each rung the group's mean over its seeds is compared with the
-  other groups' means at that rung, and a group below the cut is stopped, every seed of it. A seed
-  that reaches a rung before its siblings goes on until the group's mean exists; a seed that has
-  already finished stays finished, and the seed analysis leaves out a configuration with a stopped
-  seed (xstilts.analysis.uncertainty.best_configuration). Seeds that run one after the other (fewer
-  slots than seeds) therefore often train to the end before their group is stopped: the cost
-  benchmarks/README.md measures ("seeds" mode).
+- `group_key`: the group a seed trial belongs to; the study's ASHA (xstilts.study.asha.GroupASHA)
+  judges and stops seed groups on their mean.
 
-Imported only when a study runs (it imports Ray); module-level classes, so Tune can pickle them when
-it saves the study for `xstilts resume`.
+Imported only when a study runs (it imports Ray); module-level, so Tune can pickle it when it saves
+the study for `xstilts resume`.
 """
 from __future__ import annotations
 
 import json
-import math
 
 import numpy as np
-from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import Repeater
 from ray.tune.search.repeater import TRIAL_INDEX
 
@@ -64,47 +56,3 @@ class SeedRepeater(Repeater):
                                                                    "training_iteration": epoch})
             told = {self.searcher.metric: mean}
         return self.searcher.on_trial_complete(group.primary_trial_id, result=told, error=False)
-
-
-class SeedGroupASHA(FIFOScheduler):
-    """ASHA on seed-group means (see the module doc). Rungs as Ray's ASHAScheduler: grace_period x
-    reduction_factor^k below max_t; at a rung, a group continues when its mean is at or above the
-    (1 - 1/reduction_factor) quantile of the means recorded there before it."""
-
-    def __init__(self, time_attr: str, metric: str, mode: str, max_t: int, grace_period: int,
-                 reduction_factor: float, seeds: int):
-        super().__init__()
-        self._time_attr, self._metric, self._sign = time_attr, metric, 1.0 if mode == "max" else -1.0
-        self._max_t, self._rf, self._seeds = max_t, reduction_factor, seeds
-        count = int(math.log(max_t / grace_period) / math.log(reduction_factor) + 1)
-        self._rungs = [grace_period * reduction_factor ** k for k in range(count) if grace_period * reduction_factor ** k < max_t]
-        self._recorded: dict[int, dict[str, float]] = {rung: {} for rung in self._rungs}  # rung -> group -> mean
-        self._reported: dict[tuple[str, int], dict[str, float]] = {}  # (group, rung) -> seed trial -> score
-        self._stopped: set[str] = set()
-
-    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
-        if self._time_attr not in result or self._metric not in result:
-            return TrialScheduler.CONTINUE
-        group = group_key(trial.config)
-        if group in self._stopped:
-            return TrialScheduler.STOP
-        epoch = result[self._time_attr]
-        if epoch >= self._max_t:  # its last epoch: it finishes on its own (logs and checkpoints)
-            return TrialScheduler.CONTINUE
-        for rung in self._rungs:
-            if epoch < rung:
-                break
-            scores = self._reported.setdefault((group, rung), {})
-            scores.setdefault(trial.trial_id, self._sign * float(result[self._metric]))
-            if len(scores) < self._seeds or group in self._recorded[rung]:
-                continue
-            recorded = self._recorded[rung]
-            cutoff = float(np.nanpercentile(list(recorded.values()), (1 - 1 / self._rf) * 100)) if recorded else None
-            recorded[group] = mean = float(np.nanmean(list(scores.values())))
-            if cutoff is not None and mean < cutoff:
-                self._stopped.add(group)
-                return TrialScheduler.STOP
-        return TrialScheduler.CONTINUE
-
-    def debug_string(self) -> str:
-        return f"SeedGroupASHA: {len(self._stopped)} seed groups stopped; rungs {self._rungs}"

@@ -18,6 +18,7 @@ from xstilts.trainables.config import ResourceOptions, TrainingOptions
     (SearchConfig(sampler="bayes"), "sampler"),
     (SearchConfig(tell_stopped_as="never"), "tell_stopped_as"),
     (SearchConfig(startup_trials=0), "startup_trials"),
+    (SearchConfig(decide_on_seeds=-1), "decide_on_seeds"),
     (MlflowConfig(tracking_uri="./mlruns"), "tracking_uri"),
 ])
 def test_dataclass_checks_its_fields(options, field):

@@ -68,11 +68,10 @@ def test_asha_stops_seed_groups_on_their_mean(ray_runtime, tmp_path):
     assert sorted(trained[("none", 0.001)]) == [(4, True), (4, True)]
     assert sorted(trained[("synthetic_mnli", 0.001)]) == [(4, True), (4, True)]
     for stopped in (("none", 0.003), ("synthetic_mnli", 0.003)):
-        # The seed whose rung-1 report completed the group's mean was stopped there. Its sibling ran
-        # ahead meanwhile (here each replayed epoch is instant and the seeds run one after the other):
-        # stopped at its next report, or already finished.
-        runs = sorted(trained[stopped])
-        assert len(runs) == 2 and runs[0] == (1, False) and (runs[1][0] <= 2 and not runs[1][1] or runs[1] == (4, True))
+        # Judged on its first seed to reach rung 1 (decide_on_seeds: 1, the default), the group is
+        # stopped there; its sibling is stopped at its next report, before it could run to the end.
+        runs = trained[stopped]
+        assert len(runs) == 2 and all(epochs <= 2 and not final for epochs, final in runs), runs
     # Optuna: one trial per configuration, valued at the seeds' mean; complete only when both seeds were.
     study = optuna.load_study(study_name="seed-groups/synthetic_xnli", storage=storage)
     told = {(t.params["intermediate_task"], t.params["target_lr"]): (t.state, t.value if t.value is not None
@@ -93,11 +92,11 @@ def test_seeds_with_asha_is_a_valid_config(tmp_path):
                            "search_space": {"target_lr": {"type": "choice", "values": [0.001]}},
                            "mlflow": {"tracking_uri": f"sqlite:///{tmp_path}/mlflow.db"},
                            "storage_path": str(tmp_path / "runs")})
+    from xstilts.study.asha import GroupASHA
     from xstilts.study.search import make_scheduler
-    from xstilts.study.seed_groups import SeedGroupASHA
 
     scheduler = make_scheduler(config)
-    assert isinstance(scheduler, SeedGroupASHA) and scheduler._rungs == [1, 2, 4]  # as Ray's ASHA: 1 x 2^k < 6
+    assert isinstance(scheduler, GroupASHA) and scheduler._rungs == [1, 2, 4]  # as Ray's ASHA: 1 x 2^k < 6
 
 
 def test_a_configuration_with_a_stopped_seed_is_not_selected_on_its_finished_ones():
@@ -107,3 +106,36 @@ def test_a_configuration_with_a_stopped_seed_is_not_selected_on_its_finished_one
     complete = SeedScores(en_dev=[80.0, 82.0], all_languages=[70.0, 71.0], languages=[{"en": 80.0}, {"en": 82.0}])
     assert best_configuration({"a": raced_ahead, "b": complete}) is complete
     assert best_configuration({"a": raced_ahead}) is None
+
+
+def _judge(scheduler, group: str, seed: int, epoch: int, score: float) -> str:
+    """One seed trial's report to the scheduler (a trial is what Tune passes: its id and config)."""
+    from types import SimpleNamespace
+
+    trial = SimpleNamespace(trial_id=f"{group}-{seed}", config={"intermediate_task": group, "__trial_index__": seed})
+    return scheduler.on_trial_result(None, trial, {TIME_ATTR: epoch, SELECTION_METRIC: score})
+
+
+@pytest.mark.parametrize("decide_on_seeds", [0, 1])
+def test_a_seed_group_is_judged_once_enough_seeds_reached_the_rung_then_again_per_seed(decide_on_seeds):
+    from ray.tune.schedulers import TrialScheduler
+
+    from xstilts.study.asha import GroupASHA
+
+    go, stop = TrialScheduler.CONTINUE, TrialScheduler.STOP
+    scheduler = GroupASHA(TIME_ATTR, SELECTION_METRIC, "max", max_t=4, grace_period=1, reduction_factor=2,
+                              seeds=2, decide_on_seeds=decide_on_seeds)
+    assert scheduler._rungs == [1, 2]
+    for seed in (0, 1):
+        assert _judge(scheduler, "a", seed, 1, 50.0) == go  # the first group: nothing to compare with
+    # b's first seed is below a's 50. Judged on one seed it is stopped at once; judged on the
+    # whole group it waits for its sibling, whose report completes a mean of 20 < 50.
+    assert _judge(scheduler, "b", 0, 1, 20.0) == (stop if decide_on_seeds == 1 else go)
+    assert _judge(scheduler, "b", 1, 1, 20.0) == stop
+    assert _judge(scheduler, "b", 0, 2, 20.0) == stop  # a stopped group's seeds stay stopped
+    # c: its first seed (60) passes the cut of 35 (the median of a 50 and b 20); with its second
+    # seed (0) the mean is 30 < 35: judged again, it is stopped (on the whole group: at once).
+    assert _judge(scheduler, "c", 0, 1, 60.0) == go
+    assert _judge(scheduler, "c", 1, 1, 0.0) == stop
+    assert _judge(scheduler, "a", 0, 4, 50.0) == go  # the last epoch: never stopped there
+    assert sorted(scheduler._recorded[1].values()) == [20.0, 30.0, 50.0]  # what later groups are cut against
