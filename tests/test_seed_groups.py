@@ -139,3 +139,43 @@ def test_a_seed_group_is_judged_once_enough_seeds_reached_the_rung_then_again_pe
     assert _judge(scheduler, "c", 1, 1, 0.0) == stop
     assert _judge(scheduler, "a", 0, 4, 50.0) == go  # the last epoch: never stopped there
     assert sorted(scheduler._recorded[1].values()) == [20.0, 30.0, 50.0]  # what later groups are cut against
+
+
+def seed_curve_or_error(config: dict) -> None:
+    """none/1e-3's second seed fails after its first epoch; every other seed trains 2 epochs."""
+    from ray import tune
+
+    failing = config["target_lr"] == 0.001 and config["__trial_index__"] == 1
+    scores = {0.001: [50.0, 30.0], 0.003: [60.0, 70.0]}[config["target_lr"]]
+    score = scores[config["__trial_index__"]]
+    for epoch in (1, 2):
+        if failing and epoch == 2:
+            raise RuntimeError("this seed's worker died")
+        final = {FINAL_EN_DEV: score} if epoch == 2 else {}
+        tune.report({SELECTION_METRIC: score, TIME_ATTR: epoch, **final})
+
+
+def test_a_seed_group_with_a_failed_seed_is_told_as_not_complete(ray_runtime, tmp_path):
+    """Whichever of its seeds ends last (the failed one goes through Tune's own Repeater), the
+    group is not told COMPLETE: its mean is not over every seed's final score."""
+    import ray.cloudpickle
+    from ray import tune
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    config = parse_config({
+        "name": "seed-error", "model": "embedded:tiny-xlmr", "target_tasks": ["synthetic_xnli"],
+        "intermediate_tasks": ["none"], "seeds": 2,
+        "search_space": {"target_lr": {"type": "choice", "values": [0.001, 0.003]}},
+        "search": {"sampler": "grid", "scheduler": "fifo"}, "max_concurrent_trials": 1,
+        "training": {"target_epochs": 2},
+        "mlflow": {"tracking_uri": f"sqlite:///{tmp_path}/mlflow.db"}, "storage_path": str(tmp_path / "runs"),
+    })
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    trainable = tune.with_resources(seed_curve_or_error, {"cpu": 0.5})
+    results = make_tuner(trainable, config, 0, {}, str(tmp_path / "tune"), [], optuna_storage=storage,
+                         optuna_study_name="seed-error/synthetic_xnli").fit()
+    assert [(r.config["target_lr"], r.config["__trial_index__"]) for r in results if r.error] == [(0.001, 1)]
+    study = optuna.load_study(study_name="seed-error/synthetic_xnli", storage=storage)
+    told = {t.params["target_lr"]: t for t in study.trials}
+    assert told[0.003].state == optuna.trial.TrialState.COMPLETE and told[0.003].value == 65.0
+    assert told[0.001].state == optuna.trial.TrialState.PRUNED
