@@ -127,14 +127,17 @@ def study_log(tracking_uri: str, experiment: str, started: float) -> SearchLog:
     """The study's trials read back from MLflow: every epoch's end and every final score."""
     from mlflow.tracking import MlflowClient
 
-    from xstilts.tasks.record_schema import EPOCH_EN_DEV, FINAL_EN_DEV, INTERMEDIATE_PREFIX
+    from xstilts.tasks.record_schema import EPOCH_EN_DEV, FINAL_EN_DEV, INTERMEDIATE_PREFIX, METRIC_PHASE_CACHE_HIT
 
     client = MlflowClient(tracking_uri)
     found = client.get_experiment_by_name(experiment)
     runs = client.search_runs([found.experiment_id], filter_string="tags.`xstilts.run_kind` = 'trial'")
     log = SearchLog(trials=len(runs))
     for run in runs:
-        for key in (EPOCH_EN_DEV, INTERMEDIATE_PREFIX + "train_seconds"):  # one point per epoch trained
+        # A trial whose phase 2 came from the cache shows the phase-2 metrics of the trial that
+        # trained it (copied once): they are not epochs this trial trained.
+        hit = run.data.metrics.get(METRIC_PHASE_CACHE_HIT) == 1.0
+        for key in (EPOCH_EN_DEV,) + (() if hit else (INTERMEDIATE_PREFIX + "train_seconds",)):  # a point per epoch
             points = {m.step: m.timestamp / 1000 - started for m in client.get_metric_history(run.info.run_id, key)}
             log.epochs += points.values()
             if key != EPOCH_EN_DEV and points:

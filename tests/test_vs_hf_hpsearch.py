@@ -99,3 +99,29 @@ def test_accuracy_follows_the_labels_the_trainer_returns():
     assert metric(EvalPrediction(predictions=logits, label_ids=np.array([0, 1, 1, 0])))["accuracy"] == 75.0
     # Another evaluation order of the same pairs scores the same (no dependence on the dev file's order).
     assert metric(EvalPrediction(predictions=logits[::-1], label_ids=np.array([0, 1, 1, 0])[::-1]))["accuracy"] == 75.0
+
+
+def test_study_log_counts_phase_2_only_where_it_was_trained(tmp_path):
+    """Read back from a real MLflow store: a trial whose phase 2 came from the cache shows its
+    trainer's phase-2 metrics (copied once), which are not epochs it trained."""
+    import time
+
+    from mlflow.tracking import MlflowClient
+
+    from xstilts.tasks.record_schema import (EPOCH_EN_DEV, FINAL_EN_DEV, INTERMEDIATE_PREFIX, METRIC_PHASE_CACHE_HIT,
+                                             TAG_KIND)
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("vs")
+    started = time.time()
+    for hit in (0.0, 1.0):  # the trial that trained phase 2 (2 epochs), then one that read it from the cache
+        run = client.create_run(experiment, tags={TAG_KIND: "trial"}).info.run_id
+        client.log_metric(run, METRIC_PHASE_CACHE_HIT, hit)
+        for step in ((0,) if hit else (1, 2)):
+            client.log_metric(run, INTERMEDIATE_PREFIX + "train_seconds", 1.0, step=step)
+        for epoch in (1, 2, 3):
+            client.log_metric(run, EPOCH_EN_DEV, 50.0 + epoch, step=epoch)
+        client.log_metric(run, FINAL_EN_DEV, 53.0, step=3)
+    log = vs.study_log(uri, "vs", started)
+    assert (log.trials, log.phase2_trainings, len(log.epochs), log.stopped, len(log.finals)) == (2, 1, 8, 0, 2)
