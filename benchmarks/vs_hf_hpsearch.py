@@ -20,8 +20,9 @@ English dev accuracy of a trial.
   hp_space=..., sampler=TPESampler(seed=0))`, as its documentation shows: the target lr is a
   `TrainingArguments` field; the intermediate task and its lr are Optuna parameters that
   `model_init(trial)` suggests (transformers 5 calls it before `hp_space`) and reads, and it trains
-  phase 2 there (a second `Trainer`) before every trial that wants one, since nothing caches it;
-  no pruning (that needs a hand-written callback). The
+  phase 2 there (a second `Trainer`) before every trial that wants one, since nothing caches it.
+  Pruning is HF's own: it reports each epoch's evaluation to the Optuna trial, and the study's
+  default pruner (MedianPruner, from the sixth trial on) can stop it. The
   data are the project's own (`xstilts.tasks.get_task(...).load`, encoded by
   `xstilts.tasks.modeling.encode`, batched by its `collate`, scored by its `score`), so both sides
   train on the same tensors and select on the same metric.
@@ -252,6 +253,19 @@ def hp_space(trial) -> dict:
     return {"learning_rate": trial.suggest_categorical("learning_rate", list(TARGET_LRS))}
 
 
+def record_trial_end(log: SearchLog, at: float, last_score: float, epochs_done: float | None,
+                     epochs_planned: float) -> None:
+    """A target training of the HF search ended: a trial with its final score, or one Optuna pruned.
+    HF reports every evaluation to the Optuna trial, and when the study's pruner (Optuna's default,
+    MedianPruner, once 5 trials have finished) says so, it ends the training (on_train_end) and
+    raises TrialPruned: that trial's last score is not a final one."""
+    log.trials += 1
+    if epochs_done is not None and epochs_done < epochs_planned:
+        log.stopped += 1
+    else:
+        log.finals.append((at, last_score))
+
+
 def run_hf(model: str, work: Path, s: Settings) -> SearchLog:
     import optuna
     from transformers import AutoTokenizer, Trainer, TrainerCallback
@@ -277,8 +291,7 @@ def run_hf(model: str, work: Path, s: Settings) -> SearchLog:
 
         def on_train_end(self, args, state, control, **kwargs):
             if self.final:
-                log.trials += 1
-                log.finals.append((time.time() - started, self.last))
+                record_trial_end(log, time.time() - started, self.last, state.epoch, args.num_train_epochs)
 
     def model_init(trial=None):
         # transformers 5 calls model_init before hp_space: suggest here (Optuna returns the same

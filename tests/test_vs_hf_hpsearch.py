@@ -84,7 +84,15 @@ def test_hf_search_trains_phase_2_for_every_trial(tmp_path, tokenizer_dir, one_t
     assert len(log.epochs) == 2 * (settings.intermediate_epochs + settings.target_epochs)
     assert len(log.finals) == 2 and all(0.0 <= dev <= 100.0 for _, dev in log.finals)
     assert log.epochs == sorted(log.epochs) and log.finals[-1][0] <= log.wall
-    assert dataclasses.asdict(log)["stopped"] == 0  # nothing prunes the HF search
+    assert dataclasses.asdict(log)["stopped"] == 0  # Optuna's MedianPruner waits for 5 finished trials
+
+
+def test_a_trial_optuna_pruned_is_not_a_final_score():
+    """HF ends a pruned trial's training (on_train_end) before raising TrialPruned."""
+    log = vs.SearchLog()
+    vs.record_trial_end(log, 10.0, 80.0, 4.0, 4)
+    vs.record_trial_end(log, 12.0, 55.0, 2.0, 4)  # pruned after 2 of 4 epochs
+    assert (log.trials, log.stopped, log.finals) == (2, 1, [(10.0, 80.0)])
 
 
 def test_accuracy_follows_the_labels_the_trainer_returns():
